@@ -1,0 +1,216 @@
+"""The training loop: compilation, reproducibility, resume, workdir outputs, errors."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from vae_jax import checkpointing, configuration, sample, train
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / 'shared' / 'data'
+
+
+def tiny_config(**overrides):
+    config = default.get_config()
+    config.model.hidden_dims = (32,)
+    config.latent_dim = 4
+    config.batch_size = 32
+    config.num_steps = 20
+    config.steps_per_dispatch = 5
+    config.log_every_steps = 5
+    config.eval_every_steps = 10
+    config.checkpoint_every_steps = 10
+    config.eval_batch_size = 250
+    config.eval_num_importance_samples = 4
+    config.eval_chunk_size = 2
+    for k, v in overrides.items():
+        target = config
+        *path, last = k.split('.')
+        for p in path:
+            target = target[p]
+        target[last] = v
+    return config
+
+
+def params_of(workdir):
+    return sample.load_model(str(workdir))[2]
+
+
+def assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_workdir_outputs(tmp_path):
+    results = train.train_and_evaluate(tiny_config(), str(tmp_path))
+    for name in (
+        'config.json',
+        'metrics.jsonl',
+        'results.json',
+        'samples.png',
+        'reconstructions.png',
+    ):
+        assert (tmp_path / name).exists(), name
+    assert list((tmp_path / 'tensorboard').iterdir())
+    assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()) == [10, 20]
+    lines = [json.loads(s) for s in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    assert [m['step'] for m in lines] == [5, 10, 15, 20, 20]
+    assert 'final_test_log_likelihood' in lines[-1]
+    assert {'train_elbo', 'train_kl', 'train_reconstruction', 'valid_elbo'} <= set(lines[1])
+    assert 'steps_per_sec' in lines[-2]
+    on_disk = json.loads((tmp_path / 'results.json').read_text())
+    assert on_disk == pytest.approx(results)
+    assert results['train_steps'] == 20
+    assert results['test_log_likelihood_num_samples'] == 4
+    # The importance-sampled estimate is at least the ELBO on average (K >= 1).
+    assert results['test_log_likelihood'] >= results['test_elbo'] - 3 * results['test_elbo_stderr']
+    assert results['test_elbo'] == pytest.approx(
+        results['test_reconstruction'] - results['test_kl'], rel=1e-5
+    )
+
+
+def test_training_improves_the_bound(tmp_path):
+    results = train.train_and_evaluate(tiny_config(num_steps=200), str(tmp_path))
+    lines = [json.loads(s) for s in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    assert lines[-2]['train_elbo'] > lines[0]['train_elbo'] + 50
+    assert results['test_elbo'] > -250
+
+
+def test_step_compiles_once():
+    config = tiny_config()
+    streams = train.Streams(0)
+    model = train.make_model(config, (28, 28))
+    tx = train.make_optimizer(config)
+    state = train.init_state(config, model, tx, (28, 28), streams)
+    step = jax.jit(chex.assert_max_traces(train.make_train_step(model, tx, config), n=1))
+    x = jnp.full((config.batch_size, 28, 28), 0.5)
+    for _ in range(3):
+        state, metrics = step(state, x, streams.train)
+    assert int(state.step) == 3
+    assert np.isfinite(float(metrics['elbo']))
+
+
+def test_batch_indices_cover_each_epoch_once():
+    idx = train.batch_indices(seed=3, num_train=100, batch_size=30, start=0, count=6)
+    assert idx.shape == (6, 30)
+    for epoch in range(2):
+        block = idx[3 * epoch : 3 * epoch + 3].ravel()
+        assert len(set(block.tolist())) == 90  # No repeats within an epoch.
+    assert not np.array_equal(idx[:3], idx[3:])  # A fresh order each epoch.
+    np.testing.assert_array_equal(
+        train.batch_indices(3, 100, 30, 4, 2), idx[4:6]
+    )  # Depends on the step alone.
+
+
+def test_rerun_is_reproducible_and_seed_matters(tmp_path):
+    r1 = train.train_and_evaluate(tiny_config(), str(tmp_path / 'a'))
+    r2 = train.train_and_evaluate(tiny_config(), str(tmp_path / 'b'))
+    assert_trees_equal(params_of(tmp_path / 'a'), params_of(tmp_path / 'b'))
+    assert r1['test_elbo'] == r2['test_elbo']
+    train.train_and_evaluate(tiny_config(seed=1), str(tmp_path / 'c'))
+    a, c = params_of(tmp_path / 'a'), params_of(tmp_path / 'c')
+    assert not np.array_equal(a['encoder']['head']['kernel'], c['encoder']['head']['kernel'])
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    train.train_and_evaluate(tiny_config(), str(tmp_path / 'full'))
+    train.train_and_evaluate(tiny_config(num_steps=10), str(tmp_path / 'split'))
+    # num_steps may change on resume; the rerun continues from step 10.
+    results = train.train_and_evaluate(tiny_config(), str(tmp_path / 'split'))
+    assert results['train_steps'] == 20
+    assert_trees_equal(params_of(tmp_path / 'full'), params_of(tmp_path / 'split'))
+
+
+def test_host_streaming_matches_device_resident(tmp_path):
+    train.train_and_evaluate(tiny_config(data_placement='device'), str(tmp_path / 'dev'))
+    train.train_and_evaluate(tiny_config(data_placement='host'), str(tmp_path / 'host'))
+    for x, y in zip(
+        jax.tree.leaves(params_of(tmp_path / 'dev')),
+        jax.tree.leaves(params_of(tmp_path / 'host')),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+def test_changed_config_on_same_workdir_is_refused(tmp_path):
+    train.train_and_evaluate(tiny_config(num_steps=5, checkpoint_every_steps=5), str(tmp_path))
+    with pytest.raises(checkpointing.WorkdirConflictError, match='latent_dim: 4 -> 5'):
+        train.train_and_evaluate(tiny_config(latent_dim=5), str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    'field, value, message',
+    [
+        ('latent_dim', 0, 'config.latent_dim must be > 0'),
+        ('num_samples', -1, 'config.num_samples must be > 0'),
+        ('optimizer.learning_rate', -1e-3, 'config.optimizer.learning_rate must be > 0'),
+        ('optimizer.name', 'adamm', "config.optimizer.name='adamm' is not one of"),
+        ('likelihood', 'poisson', "config.likelihood='poisson' is not one of"),
+        ('kl_estimator', 'exact', "config.kl_estimator='exact'"),
+        ('model.activation', 'tanhh', "config.model.activation='tanhh'"),
+        ('batch_size', 5000, 'config.batch_size=5000 is larger than the training set'),
+    ],
+)
+def test_bad_config_values_fail_before_training(tmp_path, field, value, message):
+    with pytest.raises(configuration.ConfigError, match=message.replace('(', r'\(')):
+        train.train_and_evaluate(tiny_config(**{field: value}), str(tmp_path))
+    assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_bernoulli_on_data_outside_unit_interval(tmp_path):
+    path = tmp_path / 'wide.npz'
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        train=rng.normal(size=(64, 6)).astype(np.float32),
+        test=rng.normal(size=(16, 6)).astype(np.float32),
+    )
+    config = tiny_config(dataset=f'npz:{path}', binarization='none')
+    with pytest.raises(configuration.ConfigError, match='likelihood=gaussian'):
+        train.train_and_evaluate(config, str(tmp_path / 'w'))
+    # The Gaussian decoder fits such data; flat (N, D) arrays need no image shape.
+    config = tiny_config(
+        dataset=f'npz:{path}',
+        binarization='none',
+        likelihood='gaussian',
+        batch_size=16,
+        eval_batch_size=8,
+    )
+    results = train.train_and_evaluate(config, str(tmp_path / 'w2'))
+    assert np.isfinite(results['test_log_likelihood'])
+
+
+CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py') if p.stem != '__init__')
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_config_file_trains_a_few_steps(tmp_path, name):
+    spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    if config.dataset != 'embedded':
+        if not SHARED_DATA.is_dir():
+            pytest.skip(f'{SHARED_DATA} not found: configs/{name}.py needs the shared datasets')
+        config.data_dir = str(SHARED_DATA)
+    config.num_steps = 4
+    config.batch_size = min(config.batch_size, 32)  # Speed only: the shapes stay the config's.
+    config.eval_batch_size = 100
+    config.steps_per_dispatch = 2
+    config.log_every_steps = 2
+    config.eval_every_steps = 4
+    config.checkpoint_every_steps = 4
+    config.eval_num_importance_samples = 2
+    config.eval_chunk_size = 2
+    results = train.train_and_evaluate(config, str(tmp_path))
+    assert results['train_steps'] == 4
+    assert np.isfinite(results['test_elbo'])
+    assert os.path.exists(tmp_path / 'samples.png')

@@ -1,0 +1,119 @@
+"""Checks on a config before any work starts: every error names the field and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ml_collections
+
+from vae_jax import models, objectives
+
+OPTIMIZERS = ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+BINARIZATIONS = ('none', 'static', 'dynamic')
+PLACEMENTS = ('auto', 'device', 'host')
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field."""
+
+
+def _choice(config: ml_collections.ConfigDict, field: str, allowed: Sequence[str]) -> None:
+    value = config
+    for part in field.split('.'):
+        value = value[part]
+    if value not in allowed:
+        raise ConfigError(
+            f'config.{field}={value!r} is not one of {tuple(allowed)}; '
+            f'set --config.{field}=<one of them>.'
+        )
+
+
+def _positive(config: ml_collections.ConfigDict, field: str, *, allow_zero: bool = False) -> None:
+    value = config
+    for part in field.split('.'):
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(
+            f'config.{field} must be a number, got {value!r} ({type(value).__name__}).'
+        )
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = '>= 0' if allow_zero else '> 0'
+        raise ConfigError(f'config.{field} must be {bound}, got {value!r}.')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for the first field that cannot work.
+
+    Checks that need the data (batch size against the training set, likelihood
+    against the value range) are in ``validate_against_data``.
+    """
+    _choice(config, 'likelihood', objectives.LIKELIHOODS)
+    _choice(config, 'objective', objectives.OBJECTIVES)
+    _choice(config, 'kl_estimator', objectives.KL_ESTIMATORS)
+    _choice(config, 'binarization', BINARIZATIONS)
+    _choice(config, 'data_placement', PLACEMENTS)
+    _choice(config, 'optimizer.name', OPTIMIZERS)
+    _choice(config, 'optimizer.schedule', SCHEDULES)
+    _choice(config, 'model.architecture', models.ARCHITECTURES)
+    _choice(config, 'model.activation', tuple(models.ACTIVATIONS))
+    for field in (
+        'latent_dim',
+        'num_samples',
+        'batch_size',
+        'num_steps',
+        'steps_per_dispatch',
+        'log_every_steps',
+        'keep_checkpoints',
+        'eval_batch_size',
+        'eval_num_importance_samples',
+        'eval_chunk_size',
+        'checkpoint_every_steps',
+        'optimizer.learning_rate',
+        'device_data_max_mb',
+    ):
+        _positive(config, field)
+    for field in (
+        'beta',
+        'eval_every_steps',
+        'image_every_steps',
+        'optimizer.weight_decay',
+        'optimizer.grad_clip_norm',
+        'optimizer.warmup_steps',
+        'optimizer.adagrad_initial_accumulator',
+    ):
+        _positive(config, field, allow_zero=True)
+    if config.valid_size is not None:
+        _positive(config, 'valid_size')
+    dims = tuple(config.model.hidden_dims)
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        raise ConfigError(f'config.model.hidden_dims must be positive ints, got {dims!r}.')
+    if config.model.architecture == 'mlp' and not dims:
+        raise ConfigError(
+            'config.model.hidden_dims is empty; an MLP needs at least one hidden layer.'
+        )
+    if config.objective == 'iwae' and config.beta != 1.0:
+        raise ConfigError(
+            'config.beta only weights the ELBO; set --config.beta=1 with objective=iwae.'
+        )
+
+
+def validate_against_data(
+    config: ml_collections.ConfigDict, num_train: int, data_min: float, data_max: float, source: str
+) -> None:
+    """Checks that need the loaded training data."""
+    if config.batch_size > num_train:
+        raise ConfigError(
+            f'config.batch_size={config.batch_size} is larger than the training set '
+            f'({num_train} examples from {source}); lower --config.batch_size.'
+        )
+    if config.likelihood == 'bernoulli' and (data_min < 0.0 or data_max > 1.0):
+        raise ConfigError(
+            f'config.likelihood=bernoulli needs data in [0, 1], but {source} spans '
+            f'[{data_min:g}, {data_max:g}]; use --config.likelihood=gaussian or rescale the data.'
+        )
+    if config.binarization != 'none' and config.likelihood != 'bernoulli':
+        raise ConfigError(
+            f'config.binarization={config.binarization!r} makes binary data, which only fits '
+            "likelihood='bernoulli'; set --config.binarization=none."
+        )

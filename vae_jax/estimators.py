@@ -1,0 +1,76 @@
+"""log p(x) estimators whose memory does not grow with the number of samples.
+
+Importance sampling with the encoder as proposal (Burda et al. 2016, Eq. 8;
+Rezende et al. 2014, Appendix E):
+
+  log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K.
+
+The K samples are drawn ``chunk_size`` at a time and folded into a running
+logsumexp, so K = 5000 costs no more memory than K = ``chunk_size``. The same
+routine gives the IWAE bound for any K.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from vae_jax import objectives
+
+
+def importance_log_likelihood(
+    key: jax.Array,
+    x: jax.Array,
+    encode: objectives.Encode,
+    decode: objectives.Decode,
+    *,
+    likelihood: str,
+    num_samples: int,
+    chunk_size: int,
+) -> jax.Array:
+    """The K-sample importance-sampled estimate of log p(x), per example.
+
+    Args:
+      key: PRNG key; chunk ``c`` uses ``fold_in(key, c)``.
+      x: ``[B, *event_shape]``.
+      num_samples: K; must be a multiple of ``chunk_size`` (static).
+      chunk_size: samples per chunk (static).
+
+    Returns:
+      ``[B]`` estimates (a stochastic lower bound on log p(x) in expectation).
+    """
+    if num_samples % chunk_size:
+        raise ValueError(f'num_samples={num_samples} is not a multiple of chunk_size={chunk_size}')
+    num_chunks = num_samples // chunk_size
+
+    def body(carry, c):
+        running_max, running_sum = carry
+        log_w = objectives.log_importance_weights(
+            jax.random.fold_in(key, c),
+            x,
+            encode,
+            decode,
+            likelihood=likelihood,
+            num_samples=chunk_size,
+        )['log_w']
+        new_max = jnp.maximum(running_max, jnp.max(log_w, axis=0))
+        running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(
+            jnp.exp(log_w - new_max[None]), axis=0
+        )
+        return (new_max, running_sum), None
+
+    # Log weights are at least float32 whatever the data's dtype (bool, uint8, bf16).
+    dtype = jnp.promote_types(x.dtype, jnp.float32)
+    init = (jnp.full(x.shape[:1], -jnp.inf, dtype), jnp.zeros(x.shape[:1], dtype))
+    (final_max, final_sum), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+    return final_max + jnp.log(final_sum) - math.log(num_samples)
+
+
+def chunk_size_for(num_samples: int, max_chunk: int) -> int:
+    """The largest divisor of ``num_samples`` that is at most ``max_chunk``."""
+    for size in range(min(num_samples, max_chunk), 0, -1):
+        if num_samples % size == 0:
+            return size
+    return 1

@@ -1,0 +1,191 @@
+"""Flax modules: encoders give q(z|x) parameters, decoders give p(x|z) parameters.
+
+Modules only map arrays to distribution parameters; the objectives live in
+``objectives.py``. Data of any event shape is accepted: MLPs flatten it, the
+decoder reshapes back to ``event_shape``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    'tanh': jnp.tanh,
+    'relu': jax.nn.relu,
+    'elu': jax.nn.elu,
+    'gelu': jax.nn.gelu,
+    'softplus': jax.nn.softplus,
+    'swish': jax.nn.swish,
+    'leaky_relu': jax.nn.leaky_relu,
+    'sigmoid': jax.nn.sigmoid,
+}
+ARCHITECTURES = ('mlp', 'conv')
+
+
+def _num_likelihood_params(likelihood: str) -> int:
+    return {'bernoulli': 1, 'gaussian': 2}[likelihood]
+
+
+def _split_likelihood_params(h: jax.Array, likelihood: str) -> tuple[jax.Array, ...]:
+    """Last-axis-stacked decoder outputs -> the tuple ``objectives`` expects."""
+    if likelihood == 'bernoulli':
+        return (h[..., 0],)
+    # Paper, Appendix C.2: the Gaussian mean goes through a sigmoid for data in [0, 1].
+    return (jax.nn.sigmoid(h[..., 0]), h[..., 1])
+
+
+class MLPEncoder(nn.Module):
+    """x ``[B, *event_shape]`` -> (mean, log_var), each ``[B, latent_dim]``."""
+
+    latent_dim: int
+    hidden_dims: Sequence[int]
+    activation: str = 'tanh'
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = ACTIVATIONS[self.activation]
+        h = x.reshape(x.shape[0], -1)
+        for width in self.hidden_dims:
+            h = act(nn.Dense(width)(h))
+        # One matmul for both heads is cheaper than two and spans the same family.
+        out = nn.Dense(2 * self.latent_dim, name='head')(h)
+        return out[:, : self.latent_dim], out[:, self.latent_dim :]
+
+
+class MLPDecoder(nn.Module):
+    """z ``[..., D]`` -> tuple of ``[..., *event_shape]`` likelihood parameters."""
+
+    event_shape: tuple[int, ...]
+    hidden_dims: Sequence[int]
+    activation: str = 'tanh'
+    likelihood: str = 'bernoulli'
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> tuple[jax.Array, ...]:
+        act = ACTIVATIONS[self.activation]
+        h = z
+        for width in self.hidden_dims:
+            h = act(nn.Dense(width)(h))
+        n = _num_likelihood_params(self.likelihood)
+        h = nn.Dense(math.prod(self.event_shape) * n, name='head')(h)
+        h = h.reshape(*z.shape[:-1], *self.event_shape, n)
+        return _split_likelihood_params(h, self.likelihood)
+
+
+def _as_image(x: jax.Array, event_shape: tuple[int, ...]) -> jax.Array:
+    """``[B, H, W]`` or ``[B, H, W, C]`` -> ``[B, H, W, C]``."""
+    return x[..., None] if len(event_shape) == 2 else x
+
+
+class ConvEncoder(nn.Module):
+    """Two stride-2 convolutions then a dense head; for ``(H, W[, C])`` images."""
+
+    latent_dim: int
+    channels: Sequence[int] = (32, 64)
+    hidden_dims: Sequence[int] = (256,)
+    activation: str = 'relu'
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if x.ndim not in (3, 4):
+            raise ValueError(f'conv encoder needs images [B, H, W(, C)], got shape {x.shape}')
+        act = ACTIVATIONS[self.activation]
+        h = _as_image(x, x.shape[1:])
+        for c in self.channels:
+            h = act(nn.Conv(c, (3, 3), strides=(2, 2), padding='SAME')(h))
+        h = h.reshape(h.shape[0], -1)
+        for width in self.hidden_dims:
+            h = act(nn.Dense(width)(h))
+        out = nn.Dense(2 * self.latent_dim, name='head')(h)
+        return out[:, : self.latent_dim], out[:, self.latent_dim :]
+
+
+class ConvDecoder(nn.Module):
+    """Dense to a coarse feature map, stride-2 transposed convs, crop to the image."""
+
+    event_shape: tuple[int, ...]
+    channels: Sequence[int] = (64, 32)
+    hidden_dims: Sequence[int] = (256,)
+    activation: str = 'relu'
+    likelihood: str = 'bernoulli'
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> tuple[jax.Array, ...]:
+        act = ACTIVATIONS[self.activation]
+        height, width = self.event_shape[:2]
+        out_channels = self.event_shape[2] if len(self.event_shape) == 3 else 1
+        scale = 2 ** len(self.channels)
+        h0, w0 = -(-height // scale), -(-width // scale)
+        batch_shape = z.shape[:-1]
+        h = z.reshape(-1, z.shape[-1])
+        for w in self.hidden_dims:
+            h = act(nn.Dense(w)(h))
+        h = act(nn.Dense(h0 * w0 * self.channels[0])(h)).reshape(-1, h0, w0, self.channels[0])
+        for c in self.channels:
+            h = act(nn.ConvTranspose(c, (3, 3), strides=(2, 2), padding='SAME')(h))
+        n = _num_likelihood_params(self.likelihood)
+        h = nn.Conv(out_channels * n, (3, 3), padding='SAME', name='head')(h)
+        h = h[:, :height, :width, :].reshape(*batch_shape, *self.event_shape, n)
+        return _split_likelihood_params(h, self.likelihood)
+
+
+class VAE(nn.Module):
+    """An encoder and a decoder with separate parameter subtrees.
+
+    ``encode`` and ``decode`` are the two halves; ``__call__`` only exists so that
+    ``init`` creates both parameter trees.
+    """
+
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.encoder(x)
+
+    def decode(self, z: jax.Array) -> tuple[jax.Array, ...]:
+        return self.decoder(z)
+
+    def __call__(self, x: jax.Array, z: jax.Array) -> tuple[tuple[jax.Array, ...], ...]:
+        return self.encode(x), self.decode(z)
+
+
+def build_vae(
+    *,
+    architecture: str,
+    event_shape: tuple[int, ...],
+    latent_dim: int,
+    hidden_dims: Sequence[int],
+    activation: str,
+    likelihood: str,
+    conv_channels: Sequence[int] = (32, 64),
+) -> VAE:
+    """The VAE for the given settings (the config's ``model`` section and more)."""
+    if architecture == 'mlp':
+        encoder = MLPEncoder(latent_dim, tuple(hidden_dims), activation)
+        decoder = MLPDecoder(
+            tuple(event_shape), tuple(reversed(hidden_dims)), activation, likelihood
+        )
+    elif architecture == 'conv':
+        encoder = ConvEncoder(latent_dim, tuple(conv_channels), tuple(hidden_dims), activation)
+        decoder = ConvDecoder(
+            tuple(event_shape),
+            tuple(reversed(conv_channels)),
+            tuple(hidden_dims),
+            activation,
+            likelihood,
+        )
+    else:
+        raise ValueError(f'model.architecture must be one of {ARCHITECTURES}, got {architecture!r}')
+    return VAE(encoder=encoder, decoder=decoder)
+
+
+def init_params(model: VAE, key: jax.Array, event_shape: tuple[int, ...], latent_dim: int):
+    """Initial parameters ``{'encoder': ..., 'decoder': ...}`` for one example shape."""
+    x = jnp.zeros((1, *event_shape), jnp.float32)
+    z = jnp.zeros((1, latent_dim), jnp.float32)
+    return model.init(key, x, z)['params']

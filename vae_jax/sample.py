@@ -1,0 +1,113 @@
+r"""Draws samples from a trained VAE and saves them as a PNG grid.
+
+  python -m vae_jax.sample --workdir=DIR --num=64 --source=prior --out=samples.png
+  python -m vae_jax.sample --workdir=DIR --source=posterior --split=train --out=post.png
+  python -m vae_jax.sample --workdir=DIR --manifold=20 --out=manifold.png   # latent_dim 2
+
+``prior``: z ~ p(z), x ~ p(x|z). ``posterior``: the aggregate posterior as the
+new prior: take data x from ``--split``, draw z ~ q(z|x), then x ~ p(x|z).
+``--means`` shows E[x|z] instead of draws (sharper for Bernoulli decoders).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from vae_jax import checkpointing, data, distributions, plotting, train
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
+_NUM = flags.DEFINE_integer('num', 64, 'Number of samples.')
+_SOURCE = flags.DEFINE_enum('source', 'prior', ['prior', 'posterior'], 'Where z comes from.')
+_SPLIT = flags.DEFINE_enum(
+    'split', 'train', ['train', 'valid', 'test'], 'Data split for --source=posterior.'
+)
+_MEANS = flags.DEFINE_bool('means', False, 'Show decoder means E[x|z] instead of draws x ~ p(x|z).')
+_MANIFOLD = flags.DEFINE_integer(
+    'manifold',
+    0,
+    'If > 0: draw the n x n learned manifold of a 2-D latent space through the '
+    'inverse Gaussian CDF (Kingma & Welling 2013, Figure 4); ignores --num and --source.',
+)
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the draws.')
+_OUT = flags.DEFINE_string('out', None, 'Output PNG path.')
+flags.mark_flags_as_required(['workdir', 'out'])
+
+
+def load_model(workdir: str):
+    """(config, model, params) of the latest checkpoint of the run in ``workdir``."""
+    config = checkpointing.read_config(workdir)
+    splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
+    model = train.make_model(config, splits.event_shape)
+    tx = train.make_optimizer(config)
+    state = train.init_state(config, model, tx, splits.event_shape, train.Streams(config.seed))
+    state = checkpointing.restore_params(workdir, state)
+    return config, model, state.params, splits
+
+
+def draw(
+    key: jax.Array,
+    model,
+    params,
+    likelihood: str,
+    *,
+    num: int,
+    source: str,
+    x: np.ndarray | None = None,
+    means: bool = False,
+) -> np.ndarray:
+    """``[num, *event_shape]`` samples; ``x`` is the data for ``source='posterior'``."""
+    z_key, pick_key, x_key = jax.random.split(key, 3)
+    latent_dim = model.encoder.latent_dim
+    if source == 'prior':
+        z = jax.random.normal(z_key, (num, latent_dim))
+    else:
+        rows = jax.random.choice(pick_key, x.shape[0], (num,), replace=x.shape[0] < num)
+        mean, log_var = model.apply(
+            {'params': params}, jnp.asarray(x[np.asarray(rows)]), method=model.encode
+        )
+        z = distributions.sample_diag_gaussian(z_key, mean, log_var)
+    out = model.apply({'params': params}, z, method=model.decode)
+    if means:
+        return np.asarray(plotting.decoder_mean(likelihood, out))
+    return np.asarray(plotting.decoder_draw(x_key, likelihood, out))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    try:
+        config, model, params, splits = load_model(_WORKDIR.value)
+    except (FileNotFoundError, data.DataError) as e:
+        sys.exit(f'error: {e}')
+    key = jax.random.key(_SEED.value)
+    if _MANIFOLD.value:
+        z = plotting.manifold_latents(_MANIFOLD.value, config.latent_dim)
+        out = model.apply({'params': params}, z, method=model.decode)
+        images = np.asarray(plotting.decoder_mean(config.likelihood, out))
+        ncols = _MANIFOLD.value
+    else:
+        x = getattr(splits, _SPLIT.value)
+        if config.binarization != 'none' and not splits.binary:
+            x = np.asarray(data.binarize(jax.random.fold_in(key, 1), jnp.asarray(x)))
+        images = draw(
+            key,
+            model,
+            params,
+            config.likelihood,
+            num=_NUM.value,
+            source=_SOURCE.value,
+            x=x,
+            means=_MEANS.value,
+        )
+        ncols = None
+    plotting.save_grid(_OUT.value, images, ncols)
+    logging.info('wrote %d images to %s', images.shape[0], _OUT.value)
+
+
+if __name__ == '__main__':
+    app.run(main)
