@@ -133,7 +133,7 @@ def restore_latest(mngr: ocp.CheckpointManager, state: Any, workdir: str) -> Any
         ) from e
 
 
-def restore_params(workdir: str, state: Any) -> Any:
+def restore_from_workdir(workdir: str, state: Any) -> Any:
     """Latest checkpointed state of the run in ``workdir`` (for sampling and evaluation)."""
     mngr = manager(workdir, keep=1000)
     if mngr.latest_step() is None:

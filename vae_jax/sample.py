@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from vae_jax import checkpointing, data, distributions, plotting, train
+from vae_jax import data, distributions, plotting, train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 _NUM = flags.DEFINE_integer('num', 64, 'Number of samples.')
@@ -36,17 +36,6 @@ _MANIFOLD = flags.DEFINE_integer(
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the draws.')
 _OUT = flags.DEFINE_string('out', None, 'Output PNG path.')
 flags.mark_flags_as_required(['workdir', 'out'])
-
-
-def load_model(workdir: str):
-    """(config, model, params) of the latest checkpoint of the run in ``workdir``."""
-    config = checkpointing.read_config(workdir)
-    splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
-    model = train.make_model(config, splits.event_shape)
-    tx = train.make_optimizer(config)
-    state = train.init_state(config, model, tx, splits.event_shape, train.Streams(config.seed))
-    state = checkpointing.restore_params(workdir, state)
-    return config, model, state.params, splits
 
 
 def draw(
@@ -81,7 +70,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     try:
-        config, model, params, splits = load_model(_WORKDIR.value)
+        config, model, params, _, splits = train.load_run(_WORKDIR.value)
     except (FileNotFoundError, data.DataError) as e:
         sys.exit(f'error: {e}')
     key = jax.random.key(_SEED.value)

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -468,3 +468,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
     logging.info('results: %s', json.dumps(results))
     return results
+
+
+class Run(NamedTuple):
+    """A trained run loaded from its workdir."""
+
+    config: ml_collections.ConfigDict
+    model: models.VAE
+    params: Params
+    step: int
+    splits: data.Splits
+
+
+def load_run(workdir: str) -> Run:
+    """The latest checkpoint of the run in ``workdir``, with its config, model and data."""
+    config = checkpointing.read_config(workdir)
+    splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
+    model = make_model(config, splits.event_shape)
+    tx = make_optimizer(config)
+    state = init_state(config, model, tx, splits.event_shape, Streams(config.seed))
+    state = checkpointing.restore_from_workdir(workdir, state)
+    return Run(config, model, state.params, int(state.step), splits)

@@ -1,0 +1,297 @@
+r"""Evaluates a trained run: log p(x) estimates, bounds and posterior diagnostics.
+
+  python -m vae_jax.evaluate --workdir=DIR [--split=test] [--method=is|iwae|ais]
+      [--num_importance_samples=5000] [--report_k=1,10,100,1000,5000] [--batch_size=500]
+
+Prints one JSON line and writes ``DIR/eval_<split>_<method>_<K>.json``.
+
+* ``is``: importance sampling with the encoder as proposal, K samples per
+  example, drawn in chunks with a running logsumexp (memory independent of K).
+  The estimate with K samples is the IWAE bound with K samples; ``--report_k``
+  adds the bound at other K to the same file.
+* ``iwae``: the same computation, reported as the IWAE_K bound.
+* ``ais``: annealed importance sampling with HMC transitions (``vae_jax/ais.py``);
+  ``--num_importance_samples`` is then the number of chains.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from vae_jax import data, diagnostics, estimators, objectives, train
+
+METHODS = ('is', 'iwae', 'ais')
+
+
+def _bound_fns(run: train.Run):
+    model, params = run.model, run.params
+
+    def encode(x):
+        return model.apply({'params': params}, x, method=model.encode)
+
+    def decode(z):
+        return model.apply({'params': params}, z, method=model.decode)
+
+    return encode, decode
+
+
+def split_data(run: train.Run, split: str) -> np.ndarray:
+    """The split as the model saw it: with the run's fixed binarisation of eval data."""
+    streams = train.Streams(run.config.seed)
+    _, train_x, valid_x, test_x = train.prepare_data(run.config, streams)
+    x = {'train': train_x, 'valid': valid_x, 'test': test_x}[split]
+    if split == 'train' and run.config.binarization == 'dynamic' and not run.splits.binary:
+        x = np.asarray(data.binarize(jax.random.fold_in(streams.binarize, 3), jnp.asarray(x)))
+    return x
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    values = np.asarray(values, np.float64)
+    if values.size < 2:
+        return float(values.mean()), 0.0
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
+
+
+def importance_sampling(
+    run: train.Run,
+    x: np.ndarray,
+    key: jax.Array,
+    *,
+    num_samples: int,
+    report_k: tuple[int, ...],
+    batch_size: int,
+    max_chunk: int,
+) -> dict[str, Any]:
+    """IS estimate of log p(x) with K = ``num_samples`` and the IWAE bound at ``report_k``.
+
+    Returns:
+      ``log_likelihood`` (mean), its ``_stderr``, the per-example values, and
+      ``iwae_curve`` {K: [mean, stderr]}. Bounds at K that are multiples of the
+      chunk size come from the same pass as the main estimate (nested prefixes
+      of the same samples); smaller K are drawn separately.
+    """
+    encode, decode = _bound_fns(run)
+    likelihood = run.config.likelihood
+    chunk = estimators.chunk_size_for(num_samples, max_chunk)
+
+    def estimate(k: int, c: int, salt: int) -> np.ndarray:
+        fn = jax.jit(
+            lambda xb, kb: estimators.running_importance_log_likelihood(
+                kb, xb, encode, decode, likelihood=likelihood, num_samples=k, chunk_size=c
+            )
+        )
+        out = train.map_batches(
+            lambda xb, kb: {'v': fn(xb, kb).T}, x, batch_size, jax.random.fold_in(key, salt)
+        )
+        return out['v']  # [N, k // c]
+
+    running = estimate(num_samples, chunk, 0)
+    curve = {}
+    for k in sorted(set(report_k) | {num_samples}):
+        if k % chunk == 0 and k <= num_samples:
+            values = running[:, k // chunk - 1]
+        else:
+            values = estimate(k, estimators.chunk_size_for(k, max_chunk), k)[:, -1]
+        curve[k] = list(_mean_se(values))
+    final = running[:, -1]
+    mean, se = _mean_se(final)
+    return {
+        'log_likelihood': mean,
+        'log_likelihood_stderr': se,
+        'iwae_curve': curve,
+        'per_example': final,
+    }
+
+
+def elbo_terms(run: train.Run, x: np.ndarray, key: jax.Array, batch_size: int) -> dict[str, Any]:
+    """ELBO (analytic KL, one z per example), KL and reconstruction, plus q's parameters."""
+    encode, decode = _bound_fns(run)
+
+    @jax.jit
+    def fn(xb, kb):
+        terms = objectives.elbo(
+            kb, xb, encode, decode, likelihood=run.config.likelihood, kl_estimator='analytic'
+        )
+        mean, log_var = encode(xb)
+        return {**terms, 'mean': mean, 'log_var': log_var}
+
+    out = train.map_batches(fn, x, batch_size, key)
+    elbo, elbo_se = _mean_se(out['elbo'])
+    return {
+        'elbo': elbo,
+        'elbo_stderr': elbo_se,
+        'kl': float(np.mean(out['kl'])),
+        'reconstruction': float(np.mean(out['reconstruction'])),
+        'mean': out['mean'],
+        'log_var': out['log_var'],
+    }
+
+
+def evaluate_run(
+    workdir: str,
+    *,
+    split: str = 'test',
+    method: str = 'is',
+    num_importance_samples: int = 5000,
+    report_k: tuple[int, ...] = (),
+    batch_size: int = 100,
+    max_chunk: int = 500,
+    max_examples: int = 0,
+    seed: int = 0,
+    ais_steps: int = 500,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Evaluates the latest checkpoint in ``workdir``; returns (and writes) the results."""
+    if method not in METHODS:
+        raise ValueError(f'--method must be one of {METHODS}, got {method!r}')
+    if num_importance_samples <= 0:
+        raise ValueError(f'--num_importance_samples must be > 0, got {num_importance_samples}')
+    t0 = time.perf_counter()
+    run = train.load_run(workdir)
+    x = split_data(run, split)
+    if max_examples:
+        x = x[:max_examples]
+    batch_size = min(batch_size, x.shape[0])
+    key = jax.random.key(seed)
+    terms = elbo_terms(run, x, jax.random.fold_in(key, 0), batch_size)
+    result: dict[str, Any] = {
+        'workdir': os.path.abspath(workdir),
+        'checkpoint_step': run.step,
+        'dataset': run.config.dataset,
+        'split': split,
+        'num_examples': int(x.shape[0]),
+        'method': method,
+        'num_importance_samples': num_importance_samples,
+        **{k: v for k, v in terms.items() if k not in ('mean', 'log_var')},
+    }
+    if method in ('is', 'iwae'):
+        est = importance_sampling(
+            run,
+            x,
+            jax.random.fold_in(key, 1),
+            num_samples=num_importance_samples,
+            report_k=tuple(report_k),
+            batch_size=batch_size,
+            max_chunk=max_chunk,
+        )
+        est.pop('per_example')
+        result.update(est)
+        if method == 'iwae':
+            result['iwae_bound'] = result['log_likelihood']
+    else:
+        from vae_jax import ais  # Deferred: pulls in blackjax.
+
+        encode, decode = _bound_fns(run)
+        fn = jax.jit(
+            lambda xb, kb: ais.ais_log_likelihood(
+                kb,
+                xb,
+                decode,
+                likelihood=run.config.likelihood,
+                latent_dim=run.config.latent_dim,
+                num_annealing_steps=ais_steps,
+                num_chains=num_importance_samples,
+                encode=encode,
+            )['log_px']
+        )
+        values = train.map_batches(
+            lambda xb, kb: {'v': fn(xb, kb)}, x, batch_size, jax.random.fold_in(key, 2)
+        )['v']
+        result['log_likelihood'], result['log_likelihood_stderr'] = _mean_se(values)
+        result['ais_steps'] = ais_steps
+    num_dims = math.prod(run.splits.event_shape)
+    result['bits_per_dim'] = -result['log_likelihood'] / (num_dims * math.log(2.0))
+    result['diagnostics'] = diagnostics.posterior_diagnostics(
+        jax.random.fold_in(key, 3), jnp.asarray(terms['mean']), jnp.asarray(terms['log_var'])
+    )
+    result['wall_seconds'] = time.perf_counter() - t0
+    if write:
+        path = os.path.join(workdir, f'eval_{split}_{method}_{num_importance_samples}.json')
+        with open(path, 'w') as f:
+            json.dump(result, f, indent=2)
+        result['path'] = path
+    return result
+
+
+def plot_diagnostics(result: dict[str, Any], path: str) -> None:
+    """Bar charts of KL per dimension and posterior-mean variance (active units)."""
+    import matplotlib  # Deferred: about a second of imports.
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    diag = result['diagnostics']
+    dims = np.arange(len(diag['kl_per_dimension']))
+    fig, axes = plt.subplots(1, 2 + bool(result.get('iwae_curve')), figsize=(13, 3.5))
+    axes[0].bar(dims, diag['kl_per_dimension'])
+    axes[0].set(xlabel='latent dimension', ylabel='KL (nats)', title='KL per dimension')
+    axes[1].bar(dims, diag['posterior_mean_variance'])
+    axes[1].axhline(diag['active_unit_threshold'], color='r', ls='--')
+    axes[1].set(
+        yscale='log',
+        xlabel='latent dimension',
+        ylabel='Cov_x E_q[z_i]',
+        title=f'active units: {diag["active_units"]}',
+    )
+    if result.get('iwae_curve'):
+        ks = sorted(int(k) for k in result['iwae_curve'])
+        means = [result['iwae_curve'][k][0] for k in ks]
+        axes[2].plot(ks, means, 'o-')
+        axes[2].axhline(result['elbo'], color='gray', ls=':', label='ELBO')
+        axes[2].set(xscale='log', xlabel='K', ylabel='nats', title='IWAE_K bound')
+        axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
+_SPLIT = flags.DEFINE_enum('split', 'test', ['train', 'valid', 'test'], 'Data split.')
+_METHOD = flags.DEFINE_enum('method', 'is', list(METHODS), 'Estimator of log p(x).')
+_K = flags.DEFINE_integer('num_importance_samples', 5000, 'K (or AIS chains).')
+_REPORT_K = flags.DEFINE_list('report_k', [], 'Also report the IWAE bound at these K.')
+_BATCH = flags.DEFINE_integer('batch_size', 100, 'Examples per batch.')
+_CHUNK = flags.DEFINE_integer('chunk_size', 500, 'Most samples of z drawn at once per example.')
+_MAX_EXAMPLES = flags.DEFINE_integer('max_examples', 0, 'Use only the first N examples (0: all).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the estimator.')
+_AIS_STEPS = flags.DEFINE_integer('ais_steps', 500, 'AIS intermediate distributions.')
+_PLOT = flags.DEFINE_string('plot', '', 'If set, draw the diagnostics to this PNG.')
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    try:
+        result = evaluate_run(
+            _WORKDIR.value,
+            split=_SPLIT.value,
+            method=_METHOD.value,
+            num_importance_samples=_K.value,
+            report_k=tuple(int(k) for k in _REPORT_K.value),
+            batch_size=_BATCH.value,
+            max_chunk=_CHUNK.value,
+            max_examples=_MAX_EXAMPLES.value,
+            seed=_SEED.value,
+            ais_steps=_AIS_STEPS.value,
+        )
+    except (FileNotFoundError, ValueError, data.DataError) as e:
+        logging.error('%s', e)
+        sys.exit(f'error: {e}')
+    if _PLOT.value:
+        plot_diagnostics(result, _PLOT.value)
+    print(json.dumps(result))
+
+
+if __name__ == '__main__':
+    flags.mark_flags_as_required(['workdir'])
+    app.run(main)
