@@ -36,7 +36,12 @@ DEFAULT_DATA = os.path.join(
 def matmul_rate(
     rows: int, hidden: int = 400, out: int = 784, latent: int = 20, repeats: int = 5
 ) -> float:
-    """Measured float32 FLOP/s of the decoder's two matmuls at ``rows`` rows."""
+    """Measured float32 FLOP/s of the decoder's two matmuls at ``rows`` rows.
+
+    The weights are constants of the compiled program, as the model's are in
+    the estimator (evaluate closes over the parameters), so both get the same
+    matmul kernels.
+    """
     key = jax.random.key(0)
     z = jax.random.normal(key, (rows, latent))
     w1 = jax.random.normal(key, (latent, hidden)) * 0.1
@@ -62,7 +67,7 @@ def main() -> None:
     p.add_argument('--num_examples', type=int, default=10_000)
     p.add_argument('--num_samples', type=int, default=5000)
     p.add_argument('--batch_size', type=int, default=100)
-    p.add_argument('--chunk_size', type=int, default=500)
+    p.add_argument('--chunk_size', type=int, default=100)
     p.add_argument('--data_dir', default=DEFAULT_DATA)
     args = p.parse_args()
 
@@ -106,7 +111,11 @@ def main() -> None:
     log_px = np.concatenate([np.asarray(o) for o in outs])
     seconds = time.perf_counter() - t0
 
-    rate = matmul_rate(args.batch_size * chunk)
+    # The floor is the best rate the matmuls reach at any of these row counts, the
+    # estimator's own included: a conservative (high) rate makes the ratio honest.
+    rows = sorted({args.batch_size * chunk, 1000, 10_000, 50_000})
+    rates = {r: matmul_rate(r) for r in rows}
+    rate = max(rates.values())
     flops = 2.0 * x.shape[0] * args.num_samples * (20 * 400 + 400 * 784)
     matmul_seconds = flops / rate
     print(
@@ -117,6 +126,7 @@ def main() -> None:
                 'matmul_seconds': matmul_seconds,
                 'ratio_to_matmul': seconds / matmul_seconds,
                 'matmul_gflops_per_sec': rate / 1e9,
+                'matmul_gflops_per_sec_by_rows': {r: v / 1e9 for r, v in rates.items()},
                 'decoder_tflops': flops / 1e12,
                 'num_examples': int(x.shape[0]),
                 'num_samples': args.num_samples,

@@ -1,8 +1,8 @@
 """Tests for vae_jax.estimators: chunked importance-sampled log p(x) on exact pPCA.
 
-``ppca`` (conftest.py) gives exact log p(x) and the exact posterior. Chunk ``c``
-draws with ``fold_in(key, c)``, so different chunk sizes draw different samples:
-chunkings are compared through quantities that do not depend on the draws.
+``ppca`` (conftest.py) gives exact log p(x) and the exact posterior. Sample ``k``
+draws with ``fold_in(key, k)``, so every chunk size sees the same samples and
+chunkings can be compared number for number.
 """
 
 import functools
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import estimators, objectives
+from vae_jax import estimators
 
 
 def _estimator(ppca, encode, num_samples, chunk_size):
@@ -38,73 +38,61 @@ def test_exact_posterior_gives_exact_log_px_for_any_chunking(ppca, chunk_size):
     np.testing.assert_allclose(got, ppca.log_px, atol=1e-3)
 
 
-@pytest.mark.parametrize('num_samples,chunk_size', [(12, 4), (12, 1), (12, 12)])
-def test_running_logsumexp_equals_direct_logsumexp(ppca, num_samples, chunk_size):
-    """The scan's running logsumexp equals logsumexp over the concatenated per-chunk log
-    weights, each drawn with fold_in(key, c); float32 rounding only (atol 1e-5)."""
-    key = jax.random.key(1)
+def _all_log_weights(ppca, key, num_samples):
+    """All K log weights in one call: ``[K, B]``."""
     x = jnp.asarray(ppca.x)
+    mean, log_var = ppca.perturbed_encode(x)
+    return estimators.importance_log_weights(
+        key, x, mean, log_var, ppca.decode, likelihood='gaussian', start=0, count=num_samples
+    )
 
-    @jax.jit
-    def direct(key):
-        log_w = jnp.concatenate(
-            [
-                objectives.log_importance_weights(
-                    jax.random.fold_in(key, c),
-                    x,
-                    ppca.perturbed_encode,
-                    ppca.decode,
-                    likelihood='gaussian',
-                    num_samples=chunk_size,
-                )['log_w']
-                for c in range(num_samples // chunk_size)
-            ]
-        )
-        return jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples), log_w
 
-    want, log_w = direct(key)
+@pytest.mark.parametrize('chunk_size', [1, 3, 4, 12])
+def test_chunked_equals_unchunked(ppca, chunk_size):
+    """Any chunking gives logsumexp over the same K = 12 log weights (float32 rounding)."""
+    key, num_samples = jax.random.key(1), 12
+    log_w = jax.jit(_all_log_weights, static_argnums=(0, 2))(ppca, key, num_samples)
     assert log_w.shape == (num_samples, 3)
     assert float(jnp.std(log_w)) > 0.1  # the weights really differ, so the test has teeth
+    want = jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
     got = _estimator(ppca, ppca.perturbed_encode, num_samples, chunk_size)(key)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
-    if chunk_size == num_samples:  # one chunk: the IWAE bound on fold_in(key, 0)
-        iwae = functools.partial(
-            objectives.iwae,
-            x=x,
-            encode=ppca.perturbed_encode,
-            decode=ppca.decode,
-            likelihood='gaussian',
-            num_samples=num_samples,
-        )
-        iw = jax.jit(iwae)(jax.random.fold_in(key, 0))['iwae']
-        np.testing.assert_allclose(got, iw, rtol=1e-6, atol=1e-5)
+
+
+def test_running_estimates_are_the_bounds_of_nested_prefixes(ppca):
+    key, num_samples, chunk_size = jax.random.key(5), 12, 4
+    running = estimators.running_importance_log_likelihood(
+        key,
+        jnp.asarray(ppca.x),
+        ppca.perturbed_encode,
+        ppca.decode,
+        likelihood='gaussian',
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+    )
+    log_w = _all_log_weights(ppca, key, num_samples)
+    assert running.shape == (3, 3)
+    for c in range(3):
+        k = (c + 1) * chunk_size
+        want = jax.nn.logsumexp(log_w[:k], axis=0) - math.log(k)
+        np.testing.assert_allclose(running[c], want, rtol=1e-6, atol=1e-5)
+        # ... and each prefix is the K-sample estimate on its own.
+        alone = _estimator(ppca, ppca.perturbed_encode, k, chunk_size)(key)
+        np.testing.assert_allclose(running[c], alone, rtol=1e-6, atol=1e-5)
 
 
 def test_converges_to_exact_log_px(ppca):
     """Perturbed encoder, K = 5000 in chunks of 500: within 3 standard errors of log p(x).
 
     The standard error is the delta-method s.e. of log(mean w), std(w) / (sqrt(K) mean(w)),
-    from the same 5000 log weights (drawn directly with the same fold_in keys). The bias,
+    from the same 5000 log weights (drawn directly with the same keys). The bias,
     about -s.e.^2 / 2, is negligible at this K.
     """
     key = jax.random.key(2)
     num_samples, chunk_size = 5000, 500
     got = _estimator(ppca, ppca.perturbed_encode, num_samples, chunk_size)(key)
 
-    x = jnp.asarray(ppca.x)
-    log_w = jnp.concatenate(
-        [
-            objectives.log_importance_weights(
-                jax.random.fold_in(key, c),
-                x,
-                ppca.perturbed_encode,
-                ppca.decode,
-                likelihood='gaussian',
-                num_samples=chunk_size,
-            )['log_w']
-            for c in range(num_samples // chunk_size)
-        ]
-    )
+    log_w = _all_log_weights(ppca, key, num_samples)
     w = np.exp(np.asarray(log_w, np.float64) - np.asarray(log_w, np.float64).max(0))
     se = w.std(0) / (math.sqrt(num_samples) * w.mean(0))
     assert np.all(se > 1e-4) and np.all(se < 0.02), se  # proposal is imperfect but usable

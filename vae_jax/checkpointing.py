@@ -21,6 +21,7 @@ RESUME_SAFE_FIELDS = frozenset(
         'num_steps',
         'log_every_steps',
         'eval_every_steps',
+        'eval_test_during_training',
         'checkpoint_every_steps',
         'keep_checkpoints',
         'image_every_steps',

@@ -46,7 +46,11 @@ def sample_diag_gaussian(
       2013, Sec. 2.4).
     """
     shape = mean.shape if num_samples is None else (num_samples, *mean.shape)
-    eps = jax.random.normal(key, shape, dtype=mean.dtype)
+    return reparameterize(mean, log_var, jax.random.normal(key, shape, dtype=mean.dtype))
+
+
+def reparameterize(mean: jax.Array, log_var: jax.Array, eps: jax.Array) -> jax.Array:
+    """mean + exp(log_var / 2) * eps for ``eps`` ``[..., B, D]`` and parameters ``[B, D]``."""
     mean, log_var, eps = _lift(mean, log_var, eps)
     return mean + jnp.exp(0.5 * log_var) * eps
 

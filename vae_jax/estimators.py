@@ -7,7 +7,9 @@ Rezende et al. 2014, Appendix E):
 
 The K samples are drawn ``chunk_size`` at a time and folded into a running
 logsumexp, so K = 5000 costs no more memory than K = ``chunk_size``. The same
-routine gives the IWAE bound for any K.
+routine gives the IWAE bound for any K. Sample k's noise comes from
+``fold_in(key, k)``, so the draws, and the estimate up to float rounding, do
+not depend on the chunk size.
 """
 
 from __future__ import annotations
@@ -15,7 +17,35 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vae_jax import objectives
+from vae_jax import distributions, objectives
+
+
+def importance_log_weights(
+    key: jax.Array,
+    x: jax.Array,
+    mean: jax.Array,
+    log_var: jax.Array,
+    decode: objectives.Decode,
+    *,
+    likelihood: str,
+    start: jax.Array | int,
+    count: int,
+) -> jax.Array:
+    """log w_k for samples k = start, ..., start + count - 1 of q(z|x): ``[count, B]``.
+
+    Sample k is drawn with ``fold_in(key, k)``: the same k gives the same draw
+    whichever chunk it falls in.
+
+    Args:
+      mean, log_var: ``[B, D]`` parameters of q(z|x) (the encoder's output for ``x``).
+      start: index of the first sample (may be traced); ``count`` is static.
+    """
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, start + jnp.arange(count))
+    eps = jax.vmap(lambda k: jax.random.normal(k, mean.shape, mean.dtype))(keys)
+    z = distributions.reparameterize(mean, log_var, eps)
+    return objectives.log_importance_weights_at(z, x, mean, log_var, decode, likelihood=likelihood)[
+        'log_w'
+    ]
 
 
 def importance_log_likelihood(
@@ -31,7 +61,7 @@ def importance_log_likelihood(
     """The K-sample importance-sampled estimate of log p(x), per example.
 
     Args:
-      key: PRNG key; chunk ``c`` uses ``fold_in(key, c)``.
+      key: PRNG key; sample ``k`` uses ``fold_in(key, k)``.
       x: ``[B, *event_shape]``.
       num_samples: K; must be a multiple of ``chunk_size`` (static).
       chunk_size: samples per chunk (static).
@@ -71,17 +101,20 @@ def running_importance_log_likelihood(
     if num_samples % chunk_size:
         raise ValueError(f'num_samples={num_samples} is not a multiple of chunk_size={chunk_size}')
     num_chunks = num_samples // chunk_size
+    mean, log_var = encode(x)  # Once: the proposal does not change between chunks.
 
     def body(carry, c):
         running_max, running_sum = carry
-        log_w = objectives.log_importance_weights(
-            jax.random.fold_in(key, c),
+        log_w = importance_log_weights(
+            key,
             x,
-            encode,
+            mean,
+            log_var,
             decode,
             likelihood=likelihood,
-            num_samples=chunk_size,
-        )['log_w']
+            start=c * chunk_size,
+            count=chunk_size,
+        )
         new_max = jnp.maximum(running_max, jnp.max(log_w, axis=0))
         running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(
             jnp.exp(log_w - new_max[None]), axis=0

@@ -71,6 +71,23 @@ def log_importance_weights(
     """
     mean, log_var = encode(x)
     z = distributions.sample_diag_gaussian(key, mean, log_var, num_samples)
+    return log_importance_weights_at(z, x, mean, log_var, decode, likelihood=likelihood)
+
+
+def log_importance_weights_at(
+    z: jax.Array,
+    x: jax.Array,
+    mean: jax.Array,
+    log_var: jax.Array,
+    decode: Decode,
+    *,
+    likelihood: str,
+) -> dict[str, jax.Array]:
+    """The log weights of given draws ``z`` ``[K, B, D]`` from q = N(mean, exp(log_var)).
+
+    Returns:
+      as :func:`log_importance_weights`, each ``[K, B]``.
+    """
     log_px_z = log_likelihood(likelihood, x, decode(z))
     log_pz = distributions.std_normal_log_prob(z)
     log_qz = distributions.diag_gaussian_log_prob(z, mean, log_var)

@@ -261,10 +261,10 @@ def map_batches(
 
 def summarize(values: np.ndarray) -> tuple[float, float]:
     """Mean and its standard error over examples."""
-    values = np.asarray(values, np.float64)
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))) if len(
-        values
-    ) > 1 else 0.0
+    values = np.asarray(values, np.float64).ravel()
+    if values.size < 2:
+        return float(values.mean()), 0.0
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -365,9 +365,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         single = jax.jit(step_fn, donate_argnums=(0,))
     elbo_fn, log_px_fn = make_eval_fns(model, config)
 
-    def valid_elbo(params) -> float:
+    def mean_elbo(params, x) -> float:
         res = map_batches(
-            lambda xb, k: elbo_fn(params, xb, k), valid, config.eval_batch_size, streams.eval
+            lambda xb, k: elbo_fn(params, xb, k), x, config.eval_batch_size, streams.eval
         )
         return float(np.mean(res['elbo']))
 
@@ -410,7 +410,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if math.isfinite(rate):  # Unknown until a dispatch after compilation.
                 scalars['steps_per_sec'] = rate
             if config.eval_every_steps and step % config.eval_every_steps == 0:
-                scalars['valid_elbo'] = valid_elbo(state.params)
+                scalars['valid_elbo'] = mean_elbo(state.params, valid)
+                if config.eval_test_during_training:
+                    scalars['test_elbo'] = mean_elbo(state.params, test)
             writer.write(step, scalars)
             progress.update(step, merged.get('elbo', merged['objective']), rate)
         if step % config.checkpoint_every_steps == 0 or step == config.num_steps:
@@ -452,7 +454,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         'test_log_likelihood': test_ll,
         'test_log_likelihood_stderr': test_ll_se,
         'test_log_likelihood_num_samples': num_is,
-        'valid_elbo': valid_elbo(params),
+        'valid_elbo': mean_elbo(params, valid),
         'train_steps': int(state.step),
         'train_examples_per_sec': (
             train_steps_timed * config.batch_size / train_seconds if train_seconds else None
