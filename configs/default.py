@@ -28,10 +28,24 @@ def get_config() -> ml_collections.ConfigDict:
     # Validation examples held out of the training split; None means the
     # dataset's default (see vae_jax/data.py).
     config.valid_size = ml_collections.config_dict.placeholder(int)
+    # Train on only the first this many training examples (None: all of them), as in
+    # the paper's Figure 3 (N_train = 1,000 and 50,000). Validation and test unchanged.
+    config.num_train_examples = ml_collections.config_dict.placeholder(int)
     # 'none' (use values as they are, e.g. grey levels with a Bernoulli decoder
     # as in the paper), 'static' (one Bernoulli draw of every image, fixed by
     # `seed`), 'dynamic' (a fresh Bernoulli draw every time an image is used).
     config.binarization = 'dynamic'
+
+    # Training algorithm (Kingma & Welling 2013, Sec. 5; vae_jax/baselines.py):
+    # 'aevb' (SGVB on the bound below; the paper's method), 'wake_sleep' (Hinton et al.
+    # 1995: wake updates the decoder on z ~ q(z|x), sleep the encoder on dreams from the
+    # decoder; logs the ELBO of each batch too) or 'mcem' (Monte Carlo EM: HMC samples of
+    # p(z|x) kept per training example, then decoder-only steps on log p(x, z); no
+    # encoder, so no ELBO: it logs `train_log_joint`, skips `valid_elbo` and reports
+    # test_log_likelihood by AIS from the prior, with `test_elbo` None). The baselines
+    # ignore `objective`, `kl_estimator`, `num_samples` and `beta`, which must keep their
+    # defaults.
+    config.algorithm = 'aevb'
 
     # Dimension of z.
     config.latent_dim = 20
@@ -52,6 +66,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_steps = 3000
     # Root of all randomness: parameters, data order, binarisation, z draws.
     config.seed = 0
+    # What a NaN or infinity in the loss, one of its terms, the gradient or the updated
+    # parameters does: 'stop' (raise, naming the step, the term and the last good
+    # checkpoint) or 'skip' (keep the parameters and optimizer state of the step before,
+    # count it in `train_skipped_steps`, go on). Non-finite values are never checkpointed.
+    # May be changed when resuming.
+    config.nonfinite = 'stop'
 
     config.optimizer = ml_collections.ConfigDict()
     # 'adam', 'adamw', 'adagrad' (the paper's), 'sgd' or 'rmsprop'.
@@ -78,6 +98,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.hidden_dims = (400,)
     # Hidden nonlinearity: 'tanh' (the paper), 'relu', 'elu', 'gelu', 'softplus', 'swish', ...
     config.model.activation = 'relu'
+    # None: flax's initialisers (LeCun normal weights, zero biases). A number: every
+    # weight and bias ~ N(0, init_std^2); the paper (Sec. 5) samples from N(0, 0.01).
+    config.model.init_std = ml_collections.config_dict.placeholder(float)
     # Channels of the stride-2 convolutions (architecture 'conv' only).
     config.model.conv_channels = (32, 64)
 
@@ -106,9 +129,44 @@ def get_config() -> ml_collections.ConfigDict:
     # Batch size for evaluation. eval_batch_size x eval_chunk_size decoder rows at once:
     # ~10^4 rows stay in a CPU's cache and ran ~1.7x faster than 5 x 10^4 (benchmarks/README.md).
     config.eval_batch_size = 100
+    # Evaluate the final test numbers on the first this many test examples only (0: all).
+    # For quick looks and figure sweeps; numbers to report use the whole test set.
+    config.eval_max_examples = 0
     # Importance samples K for the final test log p(x) estimate.
     config.eval_num_importance_samples = 1000
     # Samples drawn over K in one go during evaluation (bounds memory).
     config.eval_chunk_size = 100
+    # algorithm='mcem' only (it has no encoder to importance-sample from): the final test
+    # log p(x) is annealed importance sampling from the prior (vae_jax/ais.py) with this
+    # many annealing steps (one HMC transition of 10 leapfrog steps each) and chains per
+    # example. Modest defaults: a stochastic lower bound, looser than with more steps.
+    config.eval_ais_steps = 100
+    config.eval_ais_chains = 4
+
+    # algorithm='mcem' only. One training step is an E-step on the minibatch (HMC on
+    # p(z|x) from each example's persistent sample, the chains started from the prior)
+    # followed by `num_weight_updates` optimizer steps on mean log p(x, z) at the sample.
+    # A chain only moves when its example is in the batch, so the first epoch or two are
+    # burn-in: the logged `train_log_joint` can dip while the step size adapts.
+    # Appendix E of the paper: "10 HMC leapfrog steps with an automatically tuned stepsize
+    # such that the acceptance rate was 90%, followed by 5 weight updates steps".
+    config.mcem = ml_collections.ConfigDict()
+    # Leapfrog steps per HMC transition.
+    config.mcem.num_leapfrog_steps = 10
+    # HMC transitions per E-step.
+    config.mcem.num_transitions = 1
+    # Optimizer steps per E-step. Learning-rate schedules are stretched over
+    # num_steps x this many updates (`warmup_steps` stays in training steps).
+    config.mcem.num_weight_updates = 5
+    # The HMC step size is adapted (x1.02 / x0.98 per transition, clipped to
+    # [1e-4, 0.5]) towards this smoothed acceptance rate.
+    config.mcem.target_acceptance = 0.9
+    # 'shared' (one step size for all chains, adapted at every E-step from the batch's
+    # mean acceptance) or 'per_example' (each chain's own, adapted only when its example
+    # is in the batch, i.e. once per epoch: at most 2 % per epoch, too slow to follow
+    # the target in runs of a few epochs).
+    config.mcem.step_size_adaptation = 'shared'
+    # The HMC step size at step 0.
+    config.mcem.initial_step_size = 0.05
 
     return config

@@ -129,3 +129,21 @@ def test_command_line_missing_workdir_says_so(tmp_path):
     assert out.returncode != 0
     assert 'error' in out.stderr.lower()
     assert 'Traceback' not in out.stderr
+
+
+def test_mcem_run_is_evaluated_without_its_encoder(tmp_path):
+    config = tiny_config(num_steps=10, algorithm='mcem', eval_ais_steps=3)
+    train.train_and_evaluate(config, str(tmp_path))
+    with pytest.raises(ValueError, match='no encoder'):
+        evaluate.evaluate_run(str(tmp_path), method='is', write=False)
+    result = evaluate.evaluate_run(
+        str(tmp_path),
+        method='ais',
+        num_importance_samples=2,
+        ais_steps=5,
+        bdmc_examples=2,
+        max_examples=4,
+        write=False,
+    )
+    assert np.isfinite(result['log_likelihood'])
+    assert 'elbo' not in result and 'diagnostics' not in result

@@ -64,7 +64,7 @@ def annealing_schedule(num_annealing_steps: int, schedule: str = 'sigmoid') -> n
     raise ValueError(f'schedule must be one of {SCHEDULES}, got {schedule!r}')
 
 
-def _log_joint_fn(decode: objectives.Decode, likelihood: str) -> Callable:
+def log_joint_fn(decode: objectives.Decode, likelihood: str) -> Callable:
     """(z ``[D]``, x_b ``[*event]``) -> log p(x_b|z) + log p(z), a scalar."""
 
     def log_joint(z, x_b):
@@ -83,16 +83,29 @@ def _p0_params(x: jax.Array, encode: objectives.Encode | None, latent_dim: int):
     return zeros, zeros
 
 
-def _adapt_step_size(step_size, avg_acceptance, acceptance):
-    """Wu et al.'s multiplicative rule on a smoothed acceptance rate, per example ``[B]``."""
+def adapt_hmc_step_size(
+    step_size: jax.Array,
+    avg_acceptance: jax.Array,
+    acceptance: jax.Array,
+    target_acceptance: float = _TARGET_ACCEPTANCE,
+) -> tuple[jax.Array, jax.Array]:
+    """Wu et al.'s multiplicative rule on a smoothed acceptance rate, per example ``[B]``.
+
+    The smoothed rate is 0.9 * ``avg_acceptance`` + 0.1 * ``acceptance``; the step is
+    multiplied by 1.02 when it is above ``target_acceptance`` (0.65 by default, as in Wu et
+    al.'s code), else by 0.98, and clipped to [1e-4, 0.5].
+
+    Returns:
+      ``(step_size, avg_acceptance)``, each ``[B]``.
+    """
     avg_acceptance = (
         _ACCEPTANCE_SMOOTHING * avg_acceptance + (1.0 - _ACCEPTANCE_SMOOTHING) * acceptance
     )
-    factor = jnp.where(avg_acceptance > _TARGET_ACCEPTANCE, _STEP_INC, _STEP_DEC)
+    factor = jnp.where(avg_acceptance > target_acceptance, _STEP_INC, _STEP_DEC)
     return jnp.clip(step_size * factor, _STEP_MIN, _STEP_MAX), avg_acceptance
 
 
-def _hmc_step(
+def hmc_step(
     key: jax.Array,
     state: blackjax.mcmc.hmc.HMCState,
     logdensity_fn: Callable[[jax.Array], jax.Array],
@@ -159,7 +172,7 @@ def _anneal(
         # so a state carried over from f_{beta_{t-1}} would be stale.
         (log_f_z, g), grad = jax.value_and_grad(log_f, has_aux=True)(z, beta)
         state = blackjax.mcmc.hmc.HMCState(z, log_f_z, grad)
-        state, info = _hmc_step(key, state, lambda z: log_f(z, beta)[0], eps, num_leapfrog_steps)
+        state, info = hmc_step(key, state, lambda z: log_f(z, beta)[0], eps, num_leapfrog_steps)
         return state.position, (beta - beta_prev) * g, info.acceptance_rate
 
     # Inner vmap: examples (own data, p0 and step size); outer: chains (shared per example).
@@ -175,7 +188,7 @@ def _anneal(
         z, d_log_w, acc = step_all(keys, z, x, p0_mean, p0_log_var, beta_prev, beta, eps)
         acc = jnp.mean(acc, axis=0)
         if adapt_step_size:
-            eps, avg_acc = _adapt_step_size(eps, avg_acc, acc)
+            eps, avg_acc = adapt_hmc_step_size(eps, avg_acc, acc)
         return (z, log_w + d_log_w, eps, avg_acc, acc_sum + acc), None
 
     betas = jnp.asarray(betas, jnp.float32)
@@ -245,7 +258,7 @@ def ais_log_likelihood(
         mean,
         log_var,
         betas,
-        _log_joint_fn(decode, likelihood),
+        log_joint_fn(decode, likelihood),
         step_size=step_size,
         num_leapfrog_steps=num_leapfrog_steps,
         adapt_step_size=adapt_step_size,
@@ -347,7 +360,7 @@ def bdmc(
         mean,
         log_var,
         annealing_schedule(num_annealing_steps, schedule)[::-1],
-        _log_joint_fn(decode, likelihood),
+        log_joint_fn(decode, likelihood),
         step_size=step_size,
         num_leapfrog_steps=num_leapfrog_steps,
         adapt_step_size=adapt_step_size,
@@ -422,10 +435,10 @@ def hmc_marginal_likelihood(
         z0, _ = encode(x)
     else:
         z0 = jax.random.normal(key_init, (batch, latent_dim), jnp.float32)
-    log_joint = _log_joint_fn(decode, likelihood)
+    log_joint = log_joint_fn(decode, likelihood)
 
     def chain_step(key, state, x_b, eps):
-        return _hmc_step(key, state, lambda z: log_joint(z, x_b), eps, num_leapfrog_steps)
+        return hmc_step(key, state, lambda z: log_joint(z, x_b), eps, num_leapfrog_steps)
 
     step_all = jax.vmap(chain_step)  # over examples
     init_all = jax.vmap(lambda z, x_b: blackjax.mcmc.hmc.init(z, lambda z: log_joint(z, x_b)))
@@ -433,7 +446,7 @@ def hmc_marginal_likelihood(
     def burn_body(carry, step_key):
         state, eps, avg_acc = carry
         state, info = step_all(jax.random.split(step_key, batch), state, x, eps)
-        eps, avg_acc = _adapt_step_size(eps, avg_acc, info.acceptance_rate)
+        eps, avg_acc = adapt_hmc_step_size(eps, avg_acc, info.acceptance_rate)
         return (state, eps, avg_acc), None
 
     def sample_body(carry, step_key):

@@ -6,12 +6,16 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from vae_jax import models, objectives
+from vae_jax import baselines, models, objectives
 
 OPTIMIZERS = ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 BINARIZATIONS = ('none', 'static', 'dynamic')
 PLACEMENTS = ('auto', 'device', 'host')
+# Training algorithms: Kingma & Welling's AEVB and their Sec. 5 baselines (vae_jax/baselines.py).
+ALGORITHMS = ('aevb', 'wake_sleep', 'mcem')
+# What a non-finite loss, term or gradient does (vae_jax/train.py).
+NONFINITE = ('stop', 'skip')
 
 
 class ConfigError(ValueError):
@@ -48,6 +52,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     Checks that need the data (batch size against the training set, likelihood
     against the value range) are in ``validate_against_data``.
     """
+    _choice(config, 'algorithm', ALGORITHMS)
     _choice(config, 'likelihood', objectives.LIKELIHOODS)
     _choice(config, 'objective', objectives.OBJECTIVES)
     _choice(config, 'kl_estimator', objectives.KL_ESTIMATORS)
@@ -57,6 +62,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, 'optimizer.schedule', SCHEDULES)
     _choice(config, 'model.architecture', models.ARCHITECTURES)
     _choice(config, 'model.activation', tuple(models.ACTIVATIONS))
+    _choice(config, 'mcem.step_size_adaptation', baselines.STEP_SIZE_ADAPTATIONS)
+    if 'nonfinite' in config:  # Absent from configs stored before it existed: 'stop'.
+        _choice(config, 'nonfinite', NONFINITE)
+    seed = config.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f'config.seed must be an int >= 0, got {seed!r}.')
     for field in (
         'latent_dim',
         'num_samples',
@@ -71,12 +82,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
         'checkpoint_every_steps',
         'optimizer.learning_rate',
         'device_data_max_mb',
+        'eval_ais_steps',
+        'eval_ais_chains',
+        'mcem.num_leapfrog_steps',
+        'mcem.num_transitions',
+        'mcem.num_weight_updates',
+        'mcem.initial_step_size',
     ):
         _positive(config, field)
     for field in (
         'beta',
         'eval_every_steps',
         'image_every_steps',
+        'eval_max_examples',
         'optimizer.weight_decay',
         'optimizer.grad_clip_norm',
         'optimizer.warmup_steps',
@@ -85,6 +103,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _positive(config, field, allow_zero=True)
     if config.valid_size is not None:
         _positive(config, 'valid_size')
+    if config.num_train_examples is not None:
+        _positive(config, 'num_train_examples')
+    if config.model.init_std is not None:
+        _positive(config, 'model.init_std')
     dims = tuple(config.model.hidden_dims)
     if not all(isinstance(d, int) and d > 0 for d in dims):
         raise ConfigError(f'config.model.hidden_dims must be positive ints, got {dims!r}.')
@@ -96,6 +118,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             'config.beta only weights the ELBO; set --config.beta=1 with objective=iwae.'
         )
+    target = config.mcem.target_acceptance
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
+        raise ConfigError(f'config.mcem.target_acceptance must be in (0, 1), got {target!r}.')
+    if config.algorithm != 'aevb':
+        # The baselines have objectives of their own; AEVB's settings would be ignored silently.
+        for field, aevb_only in (
+            ('objective', 'elbo'),
+            ('num_samples', 1),
+            ('beta', 1.0),
+            ('kl_estimator', 'analytic'),
+        ):
+            if config[field] != aevb_only:
+                raise ConfigError(
+                    f'config.{field}={config[field]!r} only applies to algorithm=aevb; '
+                    f'config.algorithm={config.algorithm!r} ignores it: '
+                    f'set --config.{field}={aevb_only!r}.'
+                )
 
 
 def validate_against_data(

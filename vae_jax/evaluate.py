@@ -153,6 +153,8 @@ def _mcmc_estimate(
     from vae_jax import ais  # Deferred: pulls in blackjax.
 
     encode, decode = _bound_fns(run)
+    if train.algorithm_of(run.config) == 'mcem':
+        encode = None  # Untrained: anneal from the prior, start HMC at a prior draw.
     common = dict(likelihood=run.config.likelihood, latent_dim=run.config.latent_dim)
     if method == 'ais':
         fn = jax.jit(
@@ -239,7 +241,14 @@ def evaluate_run(
         x = x[:max_examples]
     batch_size = min(batch_size, x.shape[0])
     key = jax.random.key(seed)
-    terms = elbo_terms(run, x, jax.random.fold_in(key, 0), batch_size)
+    # MCEM trains no encoder: nothing that goes through q(z|x) means anything for it.
+    has_encoder = train.algorithm_of(run.config) != 'mcem'
+    if not has_encoder and method in ('is', 'iwae'):
+        raise ValueError(
+            f'{workdir} was trained with algorithm=mcem, which trains no encoder to propose '
+            'from; use --method=ais (annealed from the prior) or --method=appendix_d.'
+        )
+    terms = elbo_terms(run, x, jax.random.fold_in(key, 0), batch_size) if has_encoder else {}
     result: dict[str, Any] = {
         'workdir': os.path.abspath(workdir),
         'checkpoint_step': run.step,
@@ -279,9 +288,10 @@ def evaluate_run(
         )
     num_dims = math.prod(run.splits.event_shape)
     result['bits_per_dim'] = -result['log_likelihood'] / (num_dims * math.log(2.0))
-    result['diagnostics'] = diagnostics.posterior_diagnostics(
-        jax.random.fold_in(key, 3), jnp.asarray(terms['mean']), jnp.asarray(terms['log_var'])
-    )
+    if has_encoder:
+        result['diagnostics'] = diagnostics.posterior_diagnostics(
+            jax.random.fold_in(key, 3), jnp.asarray(terms['mean']), jnp.asarray(terms['log_var'])
+        )
     result['wall_seconds'] = time.perf_counter() - t0
     if write:
         path = os.path.join(workdir, f'eval_{split}_{method}_{num_importance_samples}.json')
@@ -372,8 +382,10 @@ def main(argv):
     except (FileNotFoundError, ValueError, data.DataError) as e:
         logging.error('%s', e)
         sys.exit(f'error: {e}')
-    if _PLOT.value:
+    if _PLOT.value and 'diagnostics' in result:
         plot_diagnostics(result, _PLOT.value)
+    elif _PLOT.value:
+        logging.warning('no posterior diagnostics to plot: the run has no trained encoder')
     print(json.dumps(result))
 
 

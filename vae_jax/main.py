@@ -1,10 +1,13 @@
 r"""Trains a VAE from a config file and evaluates it.
 
   python -m vae_jax.main --config=configs/default.py --workdir=/tmp/vae \
-      [--config.latent_dim=2 --config.optimizer.learning_rate=3e-4 ...]
+      [--config.latent_dim=2 --config.optimizer.learning_rate=3e-4 ...] [--restart]
 
-Rerunning the same command on the same workdir resumes from the latest
-checkpoint.
+Rerunning the same command on the same workdir resumes from the latest usable
+checkpoint. Exit status: 0 done; 1 an error, reported as one line that names the
+field or file and the fix (bad config or data, a workdir holding another run or
+unusable checkpoints, a non-finite loss); 143 or 130 stopped by SIGTERM or SIGINT
+after saving a checkpoint (rerun to resume).
 """
 
 import sys
@@ -12,25 +15,63 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import checkpointing, configuration, data, train
+from vae_jax import checkpointing, configuration, data, reporting, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config().', lock_config=True
 )
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+_RESTART = flags.DEFINE_bool(
+    'restart',
+    False,
+    'Move the run already in --workdir (checkpoints, config, logs, results) into '
+    'WORKDIR/previous-<time>/ and train from step 0, e.g. when no checkpoint is usable.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
+
+# Mistakes in the command or its inputs, and a diverged run: one line, no traceback.
+_REPORTED = (
+    configuration.ConfigError,
+    data.DataError,
+    checkpointing.WorkdirConflictError,
+    reporting.NonFiniteError,
+)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, plus one line for an unknown ``--config.*`` field.
+
+    ml_collections reports a field that the locked config lacks as an AttributeError
+    from inside the flag parser, which absl would show as a bare traceback.
+    """
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:
+        name = str(e).strip('"\'')
+        given = [
+            a.split('=')[0]
+            for a in argv[1:]
+            if a.startswith('--config.') and name in a.split('=')[0]
+        ]
+        sys.exit(
+            f'error: {given[0] if given else name}: no such config field; every field is '
+            'listed, with what it does, in configs/default.py.'
+        )
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     try:
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (configuration.ConfigError, data.DataError, checkpointing.WorkdirConflictError) as e:
-        # A mistake in the command, not a bug: one line that says what to change.
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, restart=_RESTART.value)
+    except train.TrainingInterrupted as e:
+        logging.warning('interrupted: %s', e)
+        print(f'interrupted: {e}', file=sys.stderr)
+        sys.exit(e.exit_code)
+    except _REPORTED as e:
         logging.error('%s', e)
         sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

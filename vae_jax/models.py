@@ -27,6 +27,18 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 ARCHITECTURES = ('mlp', 'conv')
 
 
+def _init(init_std: float | None) -> dict:
+    """Initialisers for every layer: flax's defaults, or all parameters ~ N(0, init_std^2).
+
+    The second is Kingma & Welling's (2013, Sec. 5) "initialized by random sampling
+    from N(0, 0.01)", weights and biases alike.
+    """
+    if init_std is None:
+        return {}
+    normal = nn.initializers.normal(init_std)
+    return {'kernel_init': normal, 'bias_init': normal}
+
+
 def _num_likelihood_params(likelihood: str) -> int:
     return {'bernoulli': 1, 'gaussian': 2}[likelihood]
 
@@ -46,14 +58,16 @@ class MLPEncoder(nn.Module):
     hidden_dims: Sequence[int]
     activation: str = 'tanh'
 
+    init_std: float | None = None
+
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         act = ACTIVATIONS[self.activation]
         h = x.reshape(x.shape[0], -1)
         for width in self.hidden_dims:
-            h = act(nn.Dense(width)(h))
+            h = act(nn.Dense(width, **_init(self.init_std))(h))
         # One matmul for both heads is cheaper than two and spans the same family.
-        out = nn.Dense(2 * self.latent_dim, name='head')(h)
+        out = nn.Dense(2 * self.latent_dim, name='head', **_init(self.init_std))(h)
         return out[:, : self.latent_dim], out[:, self.latent_dim :]
 
 
@@ -65,14 +79,16 @@ class MLPDecoder(nn.Module):
     activation: str = 'tanh'
     likelihood: str = 'bernoulli'
 
+    init_std: float | None = None
+
     @nn.compact
     def __call__(self, z: jax.Array) -> tuple[jax.Array, ...]:
         act = ACTIVATIONS[self.activation]
         h = z
         for width in self.hidden_dims:
-            h = act(nn.Dense(width)(h))
+            h = act(nn.Dense(width, **_init(self.init_std))(h))
         n = _num_likelihood_params(self.likelihood)
-        h = nn.Dense(math.prod(self.event_shape) * n, name='head')(h)
+        h = nn.Dense(math.prod(self.event_shape) * n, name='head', **_init(self.init_std))(h)
         h = h.reshape(*z.shape[:-1], *self.event_shape, n)
         return _split_likelihood_params(h, self.likelihood)
 
@@ -90,6 +106,8 @@ class ConvEncoder(nn.Module):
     hidden_dims: Sequence[int] = (256,)
     activation: str = 'relu'
 
+    init_std: float | None = None
+
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         if x.ndim not in (3, 4):
@@ -97,11 +115,11 @@ class ConvEncoder(nn.Module):
         act = ACTIVATIONS[self.activation]
         h = _as_image(x, x.shape[1:])
         for c in self.channels:
-            h = act(nn.Conv(c, (3, 3), strides=(2, 2), padding='SAME')(h))
+            h = act(nn.Conv(c, (3, 3), strides=(2, 2), padding='SAME', **_init(self.init_std))(h))
         h = h.reshape(h.shape[0], -1)
         for width in self.hidden_dims:
-            h = act(nn.Dense(width)(h))
-        out = nn.Dense(2 * self.latent_dim, name='head')(h)
+            h = act(nn.Dense(width, **_init(self.init_std))(h))
+        out = nn.Dense(2 * self.latent_dim, name='head', **_init(self.init_std))(h)
         return out[:, : self.latent_dim], out[:, self.latent_dim :]
 
 
@@ -114,6 +132,8 @@ class ConvDecoder(nn.Module):
     activation: str = 'relu'
     likelihood: str = 'bernoulli'
 
+    init_std: float | None = None
+
     @nn.compact
     def __call__(self, z: jax.Array) -> tuple[jax.Array, ...]:
         act = ACTIVATIONS[self.activation]
@@ -124,12 +144,20 @@ class ConvDecoder(nn.Module):
         batch_shape = z.shape[:-1]
         h = z.reshape(-1, z.shape[-1])
         for w in self.hidden_dims:
-            h = act(nn.Dense(w)(h))
-        h = act(nn.Dense(h0 * w0 * self.channels[0])(h)).reshape(-1, h0, w0, self.channels[0])
+            h = act(nn.Dense(w, **_init(self.init_std))(h))
+        h = act(nn.Dense(h0 * w0 * self.channels[0], **_init(self.init_std))(h)).reshape(
+            -1, h0, w0, self.channels[0]
+        )
         for c in self.channels:
-            h = act(nn.ConvTranspose(c, (3, 3), strides=(2, 2), padding='SAME')(h))
+            h = act(
+                nn.ConvTranspose(c, (3, 3), strides=(2, 2), padding='SAME', **_init(self.init_std))(
+                    h
+                )
+            )
         n = _num_likelihood_params(self.likelihood)
-        h = nn.Conv(out_channels * n, (3, 3), padding='SAME', name='head')(h)
+        h = nn.Conv(out_channels * n, (3, 3), padding='SAME', name='head', **_init(self.init_std))(
+            h
+        )
         h = h[:, :height, :width, :].reshape(*batch_shape, *self.event_shape, n)
         return _split_likelihood_params(h, self.likelihood)
 
@@ -163,21 +191,33 @@ def build_vae(
     activation: str,
     likelihood: str,
     conv_channels: Sequence[int] = (32, 64),
+    init_std: float | None = None,
 ) -> VAE:
-    """The VAE for the given settings (the config's ``model`` section and more)."""
+    """The VAE for the given settings (the config's ``model`` section and more).
+
+    ``init_std``: None for flax's default initialisers, else every weight and bias
+    ~ N(0, init_std^2).
+    """
     if architecture == 'mlp':
-        encoder = MLPEncoder(latent_dim, tuple(hidden_dims), activation)
+        encoder = MLPEncoder(latent_dim, tuple(hidden_dims), activation, init_std=init_std)
         decoder = MLPDecoder(
-            tuple(event_shape), tuple(reversed(hidden_dims)), activation, likelihood
+            tuple(event_shape),
+            tuple(reversed(hidden_dims)),
+            activation,
+            likelihood,
+            init_std=init_std,
         )
     elif architecture == 'conv':
-        encoder = ConvEncoder(latent_dim, tuple(conv_channels), tuple(hidden_dims), activation)
+        encoder = ConvEncoder(
+            latent_dim, tuple(conv_channels), tuple(hidden_dims), activation, init_std=init_std
+        )
         decoder = ConvDecoder(
             tuple(event_shape),
             tuple(reversed(conv_channels)),
             tuple(hidden_dims),
             activation,
             likelihood,
+            init_std=init_std,
         )
     else:
         raise ValueError(f'model.architecture must be one of {ARCHITECTURES}, got {architecture!r}')

@@ -11,6 +11,8 @@ import numpy as np
 from absl import logging
 from jax.scipy.stats import norm
 
+from vae_jax import distributions
+
 
 def decoder_mean(likelihood: str, params: tuple[jax.Array, ...]) -> jax.Array:
     """E[x|z] from decoder outputs: sigmoid(logits) or the Gaussian mean."""
@@ -118,3 +120,34 @@ def save_sample_and_reconstruction_grids(
             save_grid(
                 os.path.join(workdir, 'images', f'{name}_{step:08d}.png'), np.asarray(images), ncols
             )
+
+
+def draw(
+    key: jax.Array,
+    model,
+    params,
+    likelihood: str,
+    *,
+    num: int,
+    source: str,
+    x: np.ndarray | None = None,
+    means: bool = False,
+) -> np.ndarray:
+    """``[num, *event_shape]`` images from the model: ``source`` is ``'prior'`` (z ~ p(z))
+    or ``'posterior'`` (z ~ q(z|x) for random rows of ``x``); then x ~ p(x|z), or E[x|z]
+    with ``means``.
+    """
+    z_key, pick_key, x_key = jax.random.split(key, 3)
+    latent_dim = model.encoder.latent_dim
+    if source == 'prior':
+        z = jax.random.normal(z_key, (num, latent_dim))
+    else:
+        rows = jax.random.choice(pick_key, x.shape[0], (num,), replace=x.shape[0] < num)
+        mean, log_var = model.apply(
+            {'params': params}, jnp.asarray(x[np.asarray(rows)]), method=model.encode
+        )
+        z = distributions.sample_diag_gaussian(z_key, mean, log_var)
+    out = model.apply({'params': params}, z, method=model.decode)
+    if means:
+        return np.asarray(decoder_mean(likelihood, out))
+    return np.asarray(decoder_draw(x_key, likelihood, out))

@@ -21,11 +21,19 @@ class MetricWriter:
     a 600 MB dependency for one file format).
     """
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, start_step: int = 0):
+        """Appends to the workdir's logs of a run resumed at ``start_step``.
+
+        Lines of ``metrics.jsonl`` after ``start_step`` describe steps whose checkpoint
+        was lost (a kill after logging them); they are dropped, with a half-written last
+        line, because the resumed run logs those steps again.
+        """
         from tensorboardX import SummaryWriter  # Deferred: ~0.5 s of imports.
 
+        path = os.path.join(workdir, 'metrics.jsonl')
+        trim_jsonl(path, start_step)
         self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-        self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+        self._jsonl = open(path, 'a')
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         for k, v in scalars.items():
@@ -39,6 +47,34 @@ class MetricWriter:
     def close(self) -> None:
         self._tb.close()
         self._jsonl.close()
+
+
+def trim_jsonl(path: str, last_step: int) -> None:
+    """Keeps the lines of ``path`` whose ``step`` is at most ``last_step`` (atomically)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.read().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # Half a line: the process was killed while writing it.
+        if line.endswith('\n') and isinstance(record, dict) and record.get('step', 0) <= last_step:
+            kept.append(line)
+    if len(kept) == len(lines):
+        return
+    logging.info(
+        'resuming at step %d: dropped %d lines of %s logged after it',
+        last_step,
+        len(lines) - len(kept),
+        path,
+    )
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
 
 
 class Progress:
@@ -82,22 +118,42 @@ class NonFiniteError(FloatingPointError):
     """Training produced a NaN or infinity; the message names the step and the term."""
 
 
+# Named first when several terms are non-finite at the same step.
+_TERMS = ('reconstruction', 'kl', 'objective', 'elbo', 'grad_norm')
+
+
 def check_finite(metrics: dict[str, Any], step: int, manager: Any) -> None:
-    """Raises NonFiniteError naming the first non-finite term and the last checkpoint.
+    """Raises NonFiniteError at the first step with a non-finite metric.
+
+    The message names that step, every term that is non-finite at it (reconstruction,
+    kl, grad_norm, ...) and the last checkpoint saved, which holds only finite values.
 
     Args:
-      metrics: per-step arrays ``[n]`` (or scalars) for the steps ending at ``step``.
+      metrics: per-step arrays ``[n]`` (or scalars) for the n steps ending at ``step``.
+      manager: the run's orbax ``CheckpointManager`` (``latest_step``, ``directory``).
     """
-    for name in ('reconstruction', 'kl', 'objective', 'grad_norm'):
-        if name not in metrics:
-            continue
+    found: dict[int, list[str]] = {}
+    names = [k for k in _TERMS if k in metrics] + sorted(k for k in metrics if k not in _TERMS)
+    for name in names:
         values = np.atleast_1d(np.asarray(metrics[name]))
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            bad_step = step - values.size + int(bad[0]) + 1
-            last = manager.latest_step()
-            raise NonFiniteError(
-                f'non-finite {name} ({values[bad[0]]}) at step {bad_step}; nothing after step '
-                f'{last} was saved (last good checkpoint: {last}). Lower '
-                '--config.optimizer.learning_rate or set --config.optimizer.grad_clip_norm.'
-            )
+        if not np.issubdtype(values.dtype, np.inexact):
+            continue
+        for i in np.flatnonzero(~np.isfinite(values)):
+            bad_step = step - values.size + int(i) + 1
+            found.setdefault(bad_step, []).append(f'{name} ({values[i]})')
+    if not found:
+        return
+    bad_step = min(found)
+    last = manager.latest_step()
+    where = (
+        f'step {last} in {manager.directory}'
+        if last is not None
+        else 'none, the run had not saved one yet'
+    )
+    raise NonFiniteError(
+        f'non-finite {", ".join(found[bad_step])} at step {bad_step}; training stopped and '
+        f'nothing after step {last or 0} was saved (last good checkpoint: {where}). Check the '
+        'data, lower --config.optimizer.learning_rate or set '
+        '--config.optimizer.grad_clip_norm, or set --config.nonfinite=skip to skip such '
+        'steps.'
+    )

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from vae_jax import data, distributions, plotting, train
+from vae_jax import data, plotting, train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 _NUM = flags.DEFINE_integer('num', 64, 'Number of samples.')
@@ -38,34 +38,6 @@ _OUT = flags.DEFINE_string('out', None, 'Output PNG path.')
 flags.mark_flags_as_required(['workdir', 'out'])
 
 
-def draw(
-    key: jax.Array,
-    model,
-    params,
-    likelihood: str,
-    *,
-    num: int,
-    source: str,
-    x: np.ndarray | None = None,
-    means: bool = False,
-) -> np.ndarray:
-    """``[num, *event_shape]`` samples; ``x`` is the data for ``source='posterior'``."""
-    z_key, pick_key, x_key = jax.random.split(key, 3)
-    latent_dim = model.encoder.latent_dim
-    if source == 'prior':
-        z = jax.random.normal(z_key, (num, latent_dim))
-    else:
-        rows = jax.random.choice(pick_key, x.shape[0], (num,), replace=x.shape[0] < num)
-        mean, log_var = model.apply(
-            {'params': params}, jnp.asarray(x[np.asarray(rows)]), method=model.encode
-        )
-        z = distributions.sample_diag_gaussian(z_key, mean, log_var)
-    out = model.apply({'params': params}, z, method=model.decode)
-    if means:
-        return np.asarray(plotting.decoder_mean(likelihood, out))
-    return np.asarray(plotting.decoder_draw(x_key, likelihood, out))
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -83,7 +55,7 @@ def main(argv):
         x = getattr(splits, _SPLIT.value)
         if config.binarization != 'none' and not splits.binary:
             x = np.asarray(data.binarize(jax.random.fold_in(key, 1), jnp.asarray(x)))
-        images = draw(
+        images = plotting.draw(
             key,
             model,
             params,

@@ -4,6 +4,19 @@ Algorithm 1 of Kingma & Welling (2013): draw a minibatch of M examples, draw
 noise for L samples of z per example, take a gradient step on the SGVB
 estimate of the bound. Every random number is derived from (config.seed,
 step), never from process history, so a resumed run continues exactly.
+
+``config.algorithm`` selects the paper's Sec. 5 baselines instead
+(:mod:`vae_jax.baselines`), on the same networks and loop: ``'wake_sleep'``
+takes one step on the wake and sleep terms; ``'mcem'`` runs an HMC E-step on
+the minibatch's persistent posterior samples (``MCEMTrainState.mcmc``, one per
+training example, selected by the batch's example indices) and then
+``config.mcem.num_weight_updates`` decoder updates. MCEM trains no encoder, so
+its final evaluation reports log p(x) by AIS from the prior and no ELBO.
+
+Reliability (README, "Resuming, pre-emption and errors"): SIGTERM or SIGINT during the
+loop saves a checkpoint at the current step and raises ``TrainingInterrupted``; a
+non-finite loss, term or gradient stops the run (``config.nonfinite='stop'``) or leaves
+the state unchanged for that step (``'skip'``, counted in ``train_skipped_steps``).
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ import json
 import math
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +41,8 @@ import optax
 from absl import logging
 
 from vae_jax import (
+    ais,
+    baselines,
     checkpointing,
     configuration,
     data,
@@ -49,6 +65,73 @@ class TrainState:
     opt_state: optax.OptState
 
 
+@flax.struct.dataclass
+class MCEMTrainState(TrainState):
+    """algorithm='mcem': also each training example's chain (posterior sample z_n ``[N, D]``).
+
+    A subclass, not an optional field, so that the checkpoints of the other algorithms keep
+    the structure they had before MCEM existed and older runs still resume.
+    """
+
+    mcmc: baselines.MCEMChains
+
+
+def algorithm_of(config: ml_collections.ConfigDict) -> str:
+    """``config.algorithm``; 'aevb' for configs stored before the field existed."""
+    return config.get('algorithm', 'aevb')
+
+
+def nonfinite_of(config: ml_collections.ConfigDict) -> str:
+    """``config.nonfinite``; 'stop' for configs stored before the field existed."""
+    return config.get('nonfinite', 'stop')
+
+
+class TrainingInterrupted(Exception):  # noqa: N818 (not an error: the run stopped on request)
+    """SIGTERM or SIGINT stopped training after a checkpoint at ``step`` was saved.
+
+    ``exit_code`` is the shell's convention for a process ended by that signal,
+    128 + the signal number: 143 for SIGTERM, 130 for SIGINT.
+    """
+
+    def __init__(self, signum: int, step: int, workdir: str):
+        self.signum, self.step, self.workdir = signum, step, workdir
+        self.exit_code = 128 + signum
+        super().__init__(
+            f'{signal.Signals(signum).name} at step {step}: saved a checkpoint at step '
+            f'{step} in {os.path.join(workdir, checkpointing.CHECKPOINT_DIR)}; rerun the same '
+            'command to resume.'
+        )
+
+
+class _StopSignals:
+    """While active, SIGTERM and SIGINT set ``signum`` instead of ending the process.
+
+    The loop polls ``signum`` between dispatches. A second signal raises
+    KeyboardInterrupt at once. The previous handlers come back on exit. Handlers can
+    only be installed from the main thread; elsewhere signals keep their defaults.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> _StopSignals:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        del frame
+        if self.signum is not None:
+            raise KeyboardInterrupt(f'second {signal.Signals(signum).name}: stopping at once')
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
 # --------------------------------------------------------------------------- setup
 
 
@@ -61,18 +144,24 @@ def make_model(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]) 
         activation=config.model.activation,
         likelihood=config.likelihood,
         conv_channels=tuple(config.model.conv_channels),
+        init_std=config.model.init_std,
     )
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """The optax chain for ``config.optimizer``: clip, weight decay, optimizer."""
     opt = config.optimizer
+    # MCEM makes several optimizer updates per training step; schedules stay in steps.
+    per_step = config.mcem.num_weight_updates if algorithm_of(config) == 'mcem' else 1
     lr: optax.ScalarOrSchedule = opt.learning_rate
     if opt.schedule == 'cosine':
-        lr = optax.cosine_decay_schedule(opt.learning_rate, config.num_steps)
+        lr = optax.cosine_decay_schedule(opt.learning_rate, config.num_steps * per_step)
     elif opt.schedule == 'warmup_cosine':
         lr = optax.warmup_cosine_decay_schedule(
-            0.0, opt.learning_rate, max(opt.warmup_steps, 1), config.num_steps
+            0.0,
+            opt.learning_rate,
+            max(opt.warmup_steps * per_step, 1),
+            config.num_steps * per_step,
         )
     parts = []
     if opt.grad_clip_norm > 0:
@@ -100,20 +189,46 @@ class Streams:
         self.init, self.train, self.binarize, self.eval, self.images = jax.random.split(root, 5)
 
 
-def init_state(config, model, tx, event_shape, streams: Streams) -> TrainState:
+def init_state(
+    config, model, tx, event_shape, streams: Streams, num_train: int | None = None
+) -> TrainState:
+    """The state at step 0; ``num_train`` (training examples) is needed for MCEM only.
+
+    MCEM's chains start at prior draws from ``fold_in(streams.init, 1)``, so the
+    parameters (from ``streams.init``) are the same for every algorithm.
+    """
     params = models.init_params(model, streams.init, event_shape, config.latent_dim)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    step = jnp.zeros((), jnp.int32)
+    if algorithm_of(config) != 'mcem':
+        return TrainState(step=step, params=params, opt_state=tx.init(params))
+    if num_train is None:
+        raise ValueError('algorithm=mcem keeps one sample per training example: pass num_train')
+    mcmc = baselines.init_mcem_chains(
+        jax.random.fold_in(streams.init, 1),
+        num_train,
+        config.latent_dim,
+        step_size=config.mcem.initial_step_size,
+        target_acceptance=config.mcem.target_acceptance,
+    )
+    return MCEMTrainState(step=step, params=params, opt_state=tx.init(params), mcmc=mcmc)
 
 
 # --------------------------------------------------------------------------- the step
 
 
 def make_loss_fn(model: models.VAE, config: ml_collections.ConfigDict):
-    """loss(params, x, key) -> (mean negative objective, per-batch mean terms)."""
+    """loss(params, x, key) -> (mean negative objective, per-batch mean terms).
+
+    For AEVB the SGVB / IWAE objective; for wake-sleep the wake + sleep loss, whose
+    gradient is the wake gradient for the decoder and the sleep gradient for the encoder.
+    """
+    wake_sleep = algorithm_of(config) == 'wake_sleep'
 
     def loss_fn(params, x, key):
         encode = functools.partial(model.apply, {'params': params}, method=model.encode)
         decode = functools.partial(model.apply, {'params': params}, method=model.decode)
+        if wake_sleep:
+            return baselines.wake_sleep_loss(key, x, encode, decode, likelihood=config.likelihood)
         terms = objectives.compute(
             key,
             x,
@@ -131,25 +246,121 @@ def make_loss_fn(model: models.VAE, config: ml_collections.ConfigDict):
     return loss_fn
 
 
+def _gradient_update(model, tx, config) -> Callable:
+    """update(state, x, key, idx) -> (state, metrics): one step on ``make_loss_fn``."""
+    loss_fn = make_loss_fn(model, config)
+
+    def update(state: TrainState, x: jax.Array, key: jax.Array, idx):
+        del idx  # Every example is treated alike.
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, x, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics['grad_norm'] = optax.tree.norm(grads)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return update
+
+
+def _mcem_update(model, tx, config) -> Callable:
+    """update(state, x, key, idx) -> (state, metrics): one Monte Carlo EM iteration.
+
+    E-step: ``baselines.hmc_e_step`` on the chains of the batch's examples ``idx``; M-step:
+    ``config.mcem.num_weight_updates`` optimizer steps on ``baselines.mcem_loss`` at the
+    acquired sample (decoder gradients only; the encoder's are zero). The metrics are
+    those of the first M-step update, i.e. log p(x, z) at the new sample before the
+    parameters move, plus the E-step's mean acceptance and step size.
+    """
+    mc = config.mcem
+
+    def decoder(params):
+        return functools.partial(model.apply, {'params': params}, method=model.decode)
+
+    def loss_fn(params, x, z):
+        return baselines.mcem_loss(x, z, decoder(params), likelihood=config.likelihood)
+
+    def update(state: TrainState, x: jax.Array, key: jax.Array, idx):
+        if idx is None:
+            raise ValueError("algorithm=mcem needs the batch's example indices: step(..., idx)")
+        chains = baselines.gather_chains(state.mcmc, idx)
+        chains, acceptance = baselines.hmc_e_step(
+            key,
+            x,
+            chains,
+            decoder(state.params),
+            likelihood=config.likelihood,
+            num_leapfrog_steps=mc.num_leapfrog_steps,
+            num_transitions=mc.num_transitions,
+            target_acceptance=mc.target_acceptance,
+            step_size_adaptation=mc.step_size_adaptation,
+        )
+
+        def weight_update(carry, _):
+            params, opt_state = carry
+            grads, terms = jax.grad(loss_fn, has_aux=True)(params, x, chains.z)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            terms['grad_norm'] = optax.tree.norm(grads)
+            return (optax.apply_updates(params, updates), opt_state), terms
+
+        (params, opt_state), terms = jax.lax.scan(
+            weight_update, (state.params, state.opt_state), length=mc.num_weight_updates
+        )
+        metrics = {k: v[0] for k, v in terms.items()}  # The first update's: before the M-step.
+        metrics['acceptance_rate'] = jnp.mean(acceptance)
+        metrics['step_size'] = jnp.mean(chains.step_size)
+        mcmc = baselines.scatter_chains(
+            state.mcmc, idx, chains, step_size_adaptation=mc.step_size_adaptation
+        )
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, mcmc=mcmc)
+        return new, metrics
+
+    return update
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _skip_nonfinite(update: Callable) -> Callable:
+    """``config.nonfinite='skip'``: a step whose metrics (loss terms, gradient norm) or
+    new parameters are not all finite leaves the state as it was, but for the step count.
+
+    Adds the metric ``skipped`` (1.0 for a skipped step, else 0.0); the other metrics of a
+    skipped step stay as computed (non-finite) and are left out of the logged means.
+    """
+
+    def guarded(state: TrainState, x: jax.Array, key: jax.Array, idx):
+        new, metrics = update(state, x, key, idx)
+        ok = _all_finite(metrics) & _all_finite(new.params)
+        kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+        metrics['skipped'] = jnp.where(ok, 0.0, 1.0).astype(jnp.float32)
+        return kept.replace(step=new.step), metrics
+
+    return guarded
+
+
 def make_train_step(model, tx, config) -> Callable:
-    """step(state, x, key) -> (state, metrics); one update of Algorithm 1.
+    """step(state, x, key, idx=None) -> (state, metrics); one update of Algorithm 1.
 
     ``key`` is the run's training stream; the step folds in its own number so
     that the noise of step t is the same however the run was split or resumed.
+    ``idx`` ``[M]`` are the batch's indices in the training set; only
+    ``config.algorithm='mcem'`` reads them (to find each example's chain).
     """
-    loss_fn = make_loss_fn(model, config)
+    if algorithm_of(config) == 'mcem':
+        update = _mcem_update(model, tx, config)
+    else:
+        update = _gradient_update(model, tx, config)
+    if nonfinite_of(config) == 'skip':
+        update = _skip_nonfinite(update)
     dynamic = config.binarization == 'dynamic'
 
-    def step(state: TrainState, x: jax.Array, key: jax.Array):
+    def step(state: TrainState, x: jax.Array, key: jax.Array, idx: jax.Array | None = None):
         step_key = jax.random.fold_in(key, state.step)
         bin_key, z_key = jax.random.split(step_key)
         if dynamic:
             x = data.binarize(bin_key, x)
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, x, z_key)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics['grad_norm'] = optax.tree.norm(grads)
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        return update(state, x, z_key, idx)
 
     return step
 
@@ -163,7 +374,7 @@ def make_multi_step(step: Callable) -> Callable:
 
     def multi_step(state, train_data, indices, key):
         def body(state, idx):
-            return step(state, jnp.take(train_data, idx, axis=0), key)
+            return step(state, jnp.take(train_data, idx, axis=0), key, idx)
 
         return jax.lax.scan(body, state, indices)
 
@@ -238,6 +449,45 @@ def make_eval_fns(model: models.VAE, config: ml_collections.ConfigDict):
     return jax.jit(elbo_terms), jax.jit(log_px, static_argnums=(3, 4))
 
 
+def make_ais_log_px(model: models.VAE, config: ml_collections.ConfigDict) -> Callable:
+    """Jitted (params, x, key) -> ``[B]`` AIS estimates of log p(x) from the prior.
+
+    Needs no encoder (for MCEM): ``config.eval_ais_steps`` annealing steps and
+    ``config.eval_ais_chains`` chains per example (``vae_jax.ais.ais_log_likelihood``).
+    """
+
+    def log_px(params, x, key):
+        decode = functools.partial(model.apply, {'params': params}, method=model.decode)
+        return ais.ais_log_likelihood(
+            key,
+            x,
+            decode,
+            likelihood=config.likelihood,
+            latent_dim=config.latent_dim,
+            num_annealing_steps=config.eval_ais_steps,
+            num_chains=config.eval_ais_chains,
+        )['log_px']
+
+    return jax.jit(log_px)
+
+
+def save_images(config, workdir, model, params, x, key, step: int | None = None) -> None:
+    """Sample and reconstruction grids; samples only for MCEM, whose encoder is untrained."""
+    if algorithm_of(config) != 'mcem':
+        plotting.save_sample_and_reconstruction_grids(workdir, model, params, x, key, step=step)
+        return
+    if x.ndim == 2 and math.isqrt(x.shape[1]) ** 2 != x.shape[1]:
+        logging.warning('data of shape %s is not an image; no grids drawn', x.shape[1:])
+        return
+    z = jax.random.normal(key, (64, config.latent_dim))
+    decoded = model.apply({'params': params}, z, method=model.decode)
+    samples = np.asarray(plotting.decoder_mean(config.likelihood, decoded))
+    plotting.save_grid(os.path.join(workdir, 'samples.png'), samples, 8)
+    if step is not None:
+        os.makedirs(os.path.join(workdir, 'images'), exist_ok=True)
+        plotting.save_grid(os.path.join(workdir, 'images', f'samples_{step:08d}.png'), samples, 8)
+
+
 def map_batches(
     fn: Callable, x: np.ndarray, batch_size: int, key: jax.Array
 ) -> dict[str, np.ndarray]:
@@ -282,14 +532,17 @@ def prepare_data(config, streams: Streams):
     splits = data.load(
         config.dataset, config.data_dir, valid_size=config.valid_size, seed=config.seed
     )
-    configuration.validate_against_data(
-        config,
-        splits.train.shape[0],
-        float(splits.train.min()),
-        float(splits.train.max()),
-        splits.source,
-    )
     train, valid, test = splits.train, splits.valid, splits.test
+    if config.num_train_examples is not None:
+        if config.num_train_examples > train.shape[0]:
+            raise configuration.ConfigError(
+                f'config.num_train_examples={config.num_train_examples} is more than the '
+                f'{train.shape[0]} training examples of {splits.source}.'
+            )
+        train = train[: config.num_train_examples]
+    configuration.validate_against_data(
+        config, train.shape[0], float(train.min()), float(train.max()), splits.source
+    )
     if config.binarization != 'none' and not splits.binary:
         keys = jax.random.split(streams.binarize, 3)
         valid = np.asarray(data.binarize(keys[1], jnp.asarray(valid)))
@@ -320,20 +573,53 @@ def _next_stop(step: int, config) -> int:
     return stop
 
 
+def _merge_metrics(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Per-step metrics of a logging window -> window means; ``skipped`` -> a count.
+
+    Steps skipped for non-finite values (``config.nonfinite='skip'``) are left out of
+    the means; a window whose every step was skipped has the count only.
+    """
+    cat = {k: np.concatenate([np.atleast_1d(p[k]) for p in pending]) for k in pending[0]}
+    if 'skipped' not in cat:
+        return {k: float(np.mean(v)) for k, v in cat.items()}
+    kept = cat.pop('skipped') == 0
+    merged = {k: float(np.mean(v[kept])) for k, v in cat.items() if kept.any()}
+    merged['skipped_steps'] = float(np.sum(~kept))
+    return merged
+
+
 def _on_device(config, train: np.ndarray) -> bool:
     if config.data_placement != 'auto':
         return config.data_placement == 'device'
     return train.nbytes <= config.device_data_max_mb * 2**20
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains (resuming from the latest checkpoint in ``workdir``), then evaluates.
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, restart: bool = False
+) -> dict[str, Any]:
+    """Trains (resuming from the latest usable checkpoint in ``workdir``), then evaluates.
+
+    Args:
+      config: the run's config (``configs/default.py`` documents every field).
+      workdir: checkpoints, logs and results; rerunning on it resumes.
+      restart: first move the run already in ``workdir`` aside
+        (``checkpointing.move_run_aside``) and train from step 0.
 
     Returns:
       The final results, also written to ``workdir/results.json``.
+
+    Raises:
+      configuration.ConfigError, data.DataError: bad config or data, before any training.
+      checkpointing.WorkdirConflictError: ``workdir`` holds a run with another config;
+        its subclasses CheckpointMismatchError and CorruptCheckpointError for checkpoints
+        that do not fit or cannot be read.
+      reporting.NonFiniteError: a NaN or infinity with ``config.nonfinite='stop'``.
+      TrainingInterrupted: SIGTERM or SIGINT; a checkpoint at the current step was saved.
     """
     configuration.validate(config)
     os.makedirs(workdir, exist_ok=True)
+    if restart:
+        checkpointing.move_run_aside(workdir)
     checkpointing.write_or_check_config(config, workdir)
     streams = Streams(config.seed)
     splits, train, valid, test = prepare_data(config, streams)
@@ -349,9 +635,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     model = make_model(config, event_shape)
     tx = make_optimizer(config)
-    state = init_state(config, model, tx, event_shape, streams)
+    state = init_state(config, model, tx, event_shape, streams, num_train=train.shape[0])
     manager = checkpointing.manager(workdir, config.keep_checkpoints)
-    state = checkpointing.restore_latest(manager, state, workdir)
+    state = checkpointing.restore(manager, state, workdir)
     start_step = int(state.step)
     if start_step:
         logging.info('resumed from step %d in %s', start_step, workdir)
@@ -364,6 +650,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     else:
         single = jax.jit(step_fn, donate_argnums=(0,))
     elbo_fn, log_px_fn = make_eval_fns(model, config)
+    has_encoder = algorithm_of(config) != 'mcem'  # MCEM trains no encoder: no ELBO.
 
     def mean_elbo(params, x) -> float:
         res = map_batches(
@@ -371,56 +658,77 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         return float(np.mean(res['elbo']))
 
-    writer = reporting.MetricWriter(workdir)
+    writer = reporting.MetricWriter(workdir, start_step)
     progress = reporting.Progress(config.num_steps, start_step)
     num_train = train.shape[0]
     step = start_step
     train_seconds, train_steps_timed = 0.0, 0
     pending: list[dict[str, np.ndarray]] = []
-    while step < config.num_steps:
-        stop = _next_stop(step, config)
-        idx = batch_indices(config.seed, num_train, config.batch_size, step, stop - step)
-        t0 = time.perf_counter()
-        if on_device:
-            state, metrics = multi(state, train_dev, jnp.asarray(idx), streams.train)
-        else:
-            batches = (train[i] for i in idx)
-            per_step = []
-            for xb in _prefetch(batches):
-                state, m = single(state, xb, streams.train)
-                per_step.append(m)
-            metrics = jax.tree.map(lambda *v: jnp.stack(v), *per_step)
-        metrics = jax.device_get(metrics)
-        dt = time.perf_counter() - t0
-        if step > start_step:  # the first dispatch includes compilation
-            train_seconds += dt
-            train_steps_timed += stop - step
-        step = stop
-        pending.append(metrics)
-        reporting.check_finite(metrics, step, manager)
+    skip = nonfinite_of(config) == 'skip'
+    with _StopSignals() as signals:
+        while True:
+            if signals.signum is not None:
+                # Between dispatches the state is that of `step`, and finite (checked below).
+                logging.warning(
+                    '%s received: saving a checkpoint at step %d and stopping',
+                    signal.Signals(signals.signum).name,
+                    step,
+                )
+                checkpointing.save(manager, step, state)
+                checkpointing.wait(manager)
+                progress.close()
+                writer.close()
+                raise TrainingInterrupted(signals.signum, step, workdir)
+            if step >= config.num_steps:
+                break
+            stop = _next_stop(step, config)
+            idx = batch_indices(config.seed, num_train, config.batch_size, step, stop - step)
+            t0 = time.perf_counter()
+            if on_device:
+                state, metrics = multi(state, train_dev, jnp.asarray(idx), streams.train)
+            else:
+                batches = ((train[i], i) for i in idx)
+                per_step = []
+                for xb, ib in _prefetch(batches):
+                    state, m = single(state, xb, streams.train, ib)
+                    per_step.append(m)
+                metrics = jax.tree.map(lambda *v: jnp.stack(v), *per_step)
+            metrics = jax.device_get(metrics)
+            dt = time.perf_counter() - t0
+            if step > start_step:  # the first dispatch includes compilation
+                train_seconds += dt
+                train_steps_timed += stop - step
+            step = stop
+            pending.append(metrics)
+            if not skip:  # 'skip' kept the state of every non-finite step unchanged.
+                reporting.check_finite(metrics, step, manager)
 
-        if step % config.log_every_steps == 0 or step == config.num_steps:
-            merged = {
-                k: float(np.mean(np.concatenate([np.atleast_1d(p[k]) for p in pending])))
-                for k in pending[0]
-            }
-            pending = []
-            rate = train_steps_timed / train_seconds if train_seconds else float('nan')
-            scalars = {f'train_{k}': v for k, v in merged.items()}
-            if math.isfinite(rate):  # Unknown until a dispatch after compilation.
-                scalars['steps_per_sec'] = rate
-            if config.eval_every_steps and step % config.eval_every_steps == 0:
-                scalars['valid_elbo'] = mean_elbo(state.params, valid)
-                if config.eval_test_during_training:
-                    scalars['test_elbo'] = mean_elbo(state.params, test)
-            writer.write(step, scalars)
-            progress.update(step, merged.get('elbo', merged['objective']), rate)
-        if step % config.checkpoint_every_steps == 0 or step == config.num_steps:
-            checkpointing.save(manager, step, state)
-        if config.image_every_steps and step % config.image_every_steps == 0:
-            plotting.save_sample_and_reconstruction_grids(
-                workdir, model, state.params, test, streams.images, step=step
-            )
+            if step % config.log_every_steps == 0 or step == config.num_steps:
+                merged = _merge_metrics(pending)
+                pending = []
+                if merged.get('skipped_steps'):
+                    logging.warning(
+                        'skipped %d steps up to step %d: non-finite loss, gradient or '
+                        'parameters (config.nonfinite=skip)',
+                        merged['skipped_steps'],
+                        step,
+                    )
+                rate = train_steps_timed / train_seconds if train_seconds else float('nan')
+                scalars = {f'train_{k}': v for k, v in merged.items()}
+                if math.isfinite(rate):  # Unknown until a dispatch after compilation.
+                    scalars['steps_per_sec'] = rate
+                if has_encoder and config.eval_every_steps and step % config.eval_every_steps == 0:
+                    scalars['valid_elbo'] = mean_elbo(state.params, valid)
+                    if config.eval_test_during_training:
+                        scalars['test_elbo'] = mean_elbo(state.params, test)
+                writer.write(step, scalars)
+                progress.update(
+                    step, merged.get('elbo', merged.get('objective', float('nan'))), rate
+                )
+            if step % config.checkpoint_every_steps == 0 or step == config.num_steps:
+                checkpointing.save(manager, step, state)
+            if config.image_every_steps and step % config.image_every_steps == 0:
+                save_images(config, workdir, model, state.params, test, streams.images, step=step)
     progress.close()
     checkpointing.save(manager, int(state.step), state)
     checkpointing.wait(manager)
@@ -428,6 +736,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Final evaluation.
     params = state.params
     t0 = time.perf_counter()
+    if config.eval_max_examples:
+        test = test[: config.eval_max_examples]
+    if has_encoder:
+        results = _final_eval_with_encoder(
+            config, params, elbo_fn, log_px_fn, mean_elbo, test, valid, streams
+        )
+    else:
+        results = _final_eval_mcem(config, model, params, test, streams)
+    results.update(
+        train_steps=int(state.step),
+        train_examples_per_sec=(
+            train_steps_timed * config.batch_size / train_seconds if train_seconds else None
+        ),
+        eval_seconds=time.perf_counter() - t0,
+    )
+    save_images(config, workdir, model, params, test, streams.images)
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=2)
+    writer.write(
+        int(state.step), {f'final_{k}': v for k, v in results.items() if isinstance(v, float)}
+    )
+    writer.close()
+    logging.info('results: %s', json.dumps(results))
+    return results
+
+
+def _final_eval_with_encoder(
+    config, params, elbo_fn, log_px_fn, mean_elbo, test, valid, streams
+) -> dict[str, Any]:
+    """Test ELBO terms, importance-sampled test log p(x) and the valid ELBO."""
     test_terms = map_batches(
         lambda xb, k: elbo_fn(params, xb, k),
         test,
@@ -444,8 +782,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )['value']
     test_elbo, test_elbo_se = summarize(test_terms['elbo'])
     test_ll, test_ll_se = summarize(log_px)
-    results = {
+    return {
         'dataset': config.dataset,
+        'algorithm': algorithm_of(config),
         'test_examples': int(test.shape[0]),
         'test_elbo': test_elbo,
         'test_elbo_stderr': test_elbo_se,
@@ -455,21 +794,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         'test_log_likelihood_stderr': test_ll_se,
         'test_log_likelihood_num_samples': num_is,
         'valid_elbo': mean_elbo(params, valid),
-        'train_steps': int(state.step),
-        'train_examples_per_sec': (
-            train_steps_timed * config.batch_size / train_seconds if train_seconds else None
-        ),
-        'eval_seconds': time.perf_counter() - t0,
     }
-    plotting.save_sample_and_reconstruction_grids(workdir, model, params, test, streams.images)
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=2)
-    writer.write(
-        int(state.step), {f'final_{k}': v for k, v in results.items() if isinstance(v, float)}
-    )
-    writer.close()
-    logging.info('results: %s', json.dumps(results))
-    return results
+
+
+def _final_eval_mcem(config, model, params, test, streams) -> dict[str, Any]:
+    """Test log p(x) by AIS from the prior; the ELBO fields are None (no trained encoder)."""
+    log_px = map_batches(
+        functools.partial(make_ais_log_px(model, config), params),
+        test,
+        config.eval_batch_size,
+        jax.random.fold_in(streams.eval, 2),
+    )['value']
+    test_ll, test_ll_se = summarize(log_px)
+    return {
+        'dataset': config.dataset,
+        'algorithm': 'mcem',
+        'test_examples': int(test.shape[0]),
+        'test_elbo': None,
+        'test_elbo_stderr': None,
+        'test_kl': None,
+        'test_reconstruction': None,
+        'test_elbo_note': (
+            'algorithm=mcem trains no encoder, so there is no ELBO; test_log_likelihood is '
+            'annealed importance sampling from the prior (a stochastic lower bound).'
+        ),
+        'test_log_likelihood': test_ll,
+        'test_log_likelihood_stderr': test_ll_se,
+        'test_log_likelihood_method': 'ais_from_prior',
+        'test_log_likelihood_ais_steps': config.eval_ais_steps,
+        'test_log_likelihood_num_samples': config.eval_ais_chains,
+        'valid_elbo': None,
+    }
 
 
 class Run(NamedTuple):
@@ -488,6 +843,11 @@ def load_run(workdir: str) -> Run:
     splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
     model = make_model(config, splits.event_shape)
     tx = make_optimizer(config)
-    state = init_state(config, model, tx, splits.event_shape, Streams(config.seed))
+    num_train = splits.train.shape[0]
+    if config.get('num_train_examples') is not None:
+        num_train = min(num_train, config.num_train_examples)
+    state = init_state(
+        config, model, tx, splits.event_shape, Streams(config.seed), num_train=num_train
+    )
     state = checkpointing.restore_from_workdir(workdir, state)
     return Run(config, model, state.params, int(state.step), splits)

@@ -1,0 +1,135 @@
+r"""Figure 3 of Kingma & Welling (2013): marginal log-likelihood against training samples.
+
+  python experiments/aevb/fig3_marginal_likelihood.py --scale=quick [--data_dir=../shared/data]
+
+MNIST, N_z = 3, 100 hidden units (configs/paper/mnist_marginal.py), for each
+training-set size N_train: AEVB, wake-sleep and Monte Carlo EM are trained, and
+at several points of training log p(x) is estimated on the first examples of
+the training and test sets with the paper's Appendix D estimator
+(`vae_jax.ais.hmc_marginal_likelihood`: HMC posterior samples, a Gaussian fitted
+to them, a harmonic-mean-type estimate). Every algorithm is estimated the same
+way, from chains started at a prior draw (MCEM has no encoder). Writes
+fig3_marginal_likelihood.png and .csv to --out.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+import numpy as np
+from matplotlib.ticker import NullFormatter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+from vae_jax import ais, train  # noqa: E402
+
+ALGORITHMS = ('aevb', 'wake_sleep', 'mcem')
+STYLE = {
+    'aevb': dict(color='tab:red', label='AEVB'),
+    'wake_sleep': dict(color='tab:blue', label='Wake-Sleep'),
+    'mcem': dict(color='tab:green', label='MCEM'),
+}
+
+
+_ESTIMATORS: dict = {}
+
+
+def appendix_d(run: train.Run, x: np.ndarray, scale: common.Scale, seed: int) -> float:
+    """Mean App. D estimate of log p(x) over the rows of ``x``.
+
+    The parameters are an argument of the compiled estimator, so every checkpoint of
+    every run with the same shapes reuses one compilation.
+    """
+    cache_key = (run.model, run.config.likelihood, run.config.latent_dim, x.shape)
+    if cache_key not in _ESTIMATORS:
+        model = run.model
+
+        def estimate(params, key, xb):
+            def decode(z):
+                return model.apply({'params': params}, z, method=model.decode)
+
+            return ais.hmc_marginal_likelihood(
+                key,
+                xb,
+                decode,
+                likelihood=run.config.likelihood,
+                latent_dim=run.config.latent_dim,
+                num_posterior_samples=scale.fig3_posterior_samples,
+                num_burnin=scale.fig3_burnin,
+            )
+
+        _ESTIMATORS[cache_key] = jax.jit(estimate)
+    fn = _ESTIMATORS[cache_key]
+    return float(np.mean(np.asarray(fn(run.params, jax.random.key(seed), jax.numpy.asarray(x)))))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = common.parse_args(__doc__.splitlines()[0], argv)
+    common.log_command(args.out, 'experiments/aevb/fig3_marginal_likelihood.py', argv)
+    scale = common.SCALES[args.scale]
+    rows = []
+    for num_train in scale.fig3_train_sizes:
+        for algorithm in ALGORITHMS:
+            config = common.paper_config('mnist', 3, algorithm, scale, args, num_train=num_train)
+            workdir = os.path.join(
+                args.out, 'runs', common.run_name('mnist', 3, algorithm, num_train)
+            )
+            config.eval_every_steps = 0  # The App. D estimates below are this figure's curve.
+            config.eval_test_during_training = False
+            # Each segment ends with the usual final evaluation; keep it to the examples
+            # this figure estimates on (MCEM's is AIS from the prior, the costly one).
+            config.eval_max_examples = scale.fig3_eval_examples
+            config.eval_ais_steps = scale.fig3_ais_steps
+            for steps in scale.fig3_steps:
+                # num_steps may grow on resume: each segment continues the same run.
+                config.num_steps = steps
+                config.checkpoint_every_steps = steps
+                results = common.run(config, workdir)
+                run = train.load_run(workdir)
+                _, train_x, _, test_x = train.prepare_data(config, train.Streams(config.seed))
+                n = scale.fig3_eval_examples
+                rows.append(
+                    {
+                        'num_train': num_train,
+                        'algorithm': algorithm,
+                        'step': steps,
+                        'samples_evaluated': steps * config.batch_size,
+                        'train_log_likelihood': appendix_d(run, train_x[:n], scale, args.seed),
+                        'test_log_likelihood': appendix_d(run, test_x[:n], scale, args.seed + 1),
+                        'eval_examples': n,
+                        'run_wall_seconds': results.get('wall_seconds', ''),
+                    }
+                )
+    common.write_csv(os.path.join(args.out, 'fig3_marginal_likelihood.csv'), rows)
+    plot(rows, os.path.join(args.out, 'fig3_marginal_likelihood.png'), scale)
+    return rows
+
+
+def plot(rows: list[dict], path: str, scale: common.Scale) -> None:
+    plt = common.pyplot()
+    sizes = scale.fig3_train_sizes
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
+    for ax, num_train in zip(axes[0], sizes, strict=True):
+        for algorithm in ALGORITHMS:
+            sel = [r for r in rows if r['num_train'] == num_train and r['algorithm'] == algorithm]
+            x = [r['samples_evaluated'] for r in sel]
+            ax.plot(x, [r['train_log_likelihood'] for r in sel], 'o-', **STYLE[algorithm])
+            kw = dict(STYLE[algorithm], label=STYLE[algorithm]['label'] + ' (test)')
+            ax.plot(x, [r['test_log_likelihood'] for r in sel], 'o--', **kw)
+        ax.set_xscale('log')
+        ax.xaxis.set_minor_formatter(NullFormatter())  # Only the decades.
+        ax.set_title(f'$N_{{train}} = {num_train}$')
+        ax.set_xlabel('# training samples evaluated')
+        ax.set_ylabel('marginal log-likelihood (App. D)')
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle('Figure 3 (Kingma & Welling 2013): AEVB vs wake-sleep vs MCEM, N_z = 3')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == '__main__':
+    main()

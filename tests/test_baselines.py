@@ -1,0 +1,323 @@
+"""Tests for vae_jax.baselines and the training loop's wake-sleep and MCEM algorithms.
+
+Tiny models (``tiny_config`` of test_train.py: 784-32-4 MLPs on the embedded digits) and
+the exact pPCA model of conftest.py; fixed keys throughout.
+"""
+
+import functools
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_train import assert_trees_equal, tiny_config
+
+from vae_jax import baselines, checkpointing, configuration, train
+
+EVENT = (28, 28)
+NUM_TRAIN = 4000  # The embedded digits' training split.
+
+
+def _model_and_params(config, seed=0):
+    model = train.make_model(config, EVENT)
+    tx = train.make_optimizer(config)
+    state = train.init_state(config, model, tx, EVENT, train.Streams(seed), num_train=NUM_TRAIN)
+    return model, tx, state
+
+
+def _coders(model, params):
+    encode = functools.partial(model.apply, {'params': params}, method=model.encode)
+    decode = functools.partial(model.apply, {'params': params}, method=model.decode)
+    return encode, decode
+
+
+def _metrics(workdir):
+    return [json.loads(s) for s in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+def _restored_state(workdir, config):
+    _, _, state = _model_and_params(config, config.seed)
+    return checkpointing.restore_from_workdir(str(workdir), state)
+
+
+# --------------------------------------------------------------------------- wake-sleep
+
+
+@pytest.mark.parametrize('likelihood', ['bernoulli', 'gaussian'])
+def test_wake_sleep_gradient_is_wake_for_decoder_and_sleep_for_encoder(likelihood):
+    config = tiny_config(algorithm='wake_sleep', likelihood=likelihood)
+    model, _, state = _model_and_params(config)
+    x = jax.random.bernoulli(jax.random.key(1), 0.3, (8, *EVENT)).astype(jnp.float32)
+    key = jax.random.key(2)
+    key_wake, key_sleep = jax.random.split(key)  # The split wake_sleep_terms documents.
+
+    def total(params):
+        encode, decode = _coders(model, params)
+        return baselines.wake_sleep_loss(key, x, encode, decode, likelihood=likelihood)[0]
+
+    def wake(params):
+        encode, decode = _coders(model, params)
+        mean, log_var = encode(x)
+        terms = baselines.wake_term(key_wake, x, mean, log_var, decode, likelihood=likelihood)
+        return -jnp.mean(terms)
+
+    def sleep(params):
+        encode, decode = _coders(model, params)
+        terms = baselines.sleep_term(
+            key_sleep, encode, decode, likelihood=likelihood, latent_dim=4, num_dreams=8
+        )
+        return -jnp.mean(terms)
+
+    g_total, g_wake, g_sleep = (jax.grad(f)(state.params) for f in (total, wake, sleep))
+    assert_trees_equal(g_total['decoder'], g_wake['decoder'])
+    assert_trees_equal(g_total['encoder'], g_sleep['encoder'])
+    # Each phase reaches only its own network, and each does reach it.
+    assert all(not np.any(leaf) for leaf in jax.tree.leaves(g_wake['encoder']))
+    assert all(not np.any(leaf) for leaf in jax.tree.leaves(g_sleep['decoder']))
+    assert float(jax.tree.reduce(lambda a, b: a + jnp.sum(b**2), g_wake['decoder'], 0.0)) > 0
+    assert float(jax.tree.reduce(lambda a, b: a + jnp.sum(b**2), g_sleep['encoder'], 0.0)) > 0
+
+
+def test_wake_sleep_reports_the_elbo_of_the_batch():
+    config = tiny_config(algorithm='wake_sleep')
+    model, _, state = _model_and_params(config)
+    encode, decode = _coders(model, state.params)
+    x = jax.random.bernoulli(jax.random.key(1), 0.3, (8, *EVENT)).astype(jnp.float32)
+    terms = baselines.wake_sleep_terms(jax.random.key(3), x, encode, decode, likelihood='bernoulli')
+    assert all(v.shape == (8,) for v in terms.values())
+    np.testing.assert_allclose(terms['elbo'], terms['wake'] - terms['kl'], rtol=1e-6)
+    np.testing.assert_array_equal(terms['objective'], terms['elbo'])
+    assert np.all(np.asarray(terms['kl']) >= 0)
+
+
+def test_wake_sleep_training_improves_the_elbo(tmp_path):
+    config = tiny_config(
+        algorithm='wake_sleep', num_steps=100, steps_per_dispatch=20, log_every_steps=20
+    )
+    results = train.train_and_evaluate(config, str(tmp_path))
+    lines = _metrics(tmp_path)
+    assert {'train_wake', 'train_sleep', 'train_elbo', 'valid_elbo'} <= set(lines[-2])
+    # Measured: train ELBO -558 over steps 1-20, -373 over steps 81-100; valid -521 -> -350.
+    assert lines[-2]['train_elbo'] > lines[0]['train_elbo'] + 100
+    assert lines[-2]['train_sleep'] > lines[0]['train_sleep']
+    assert results['algorithm'] == 'wake_sleep'
+    assert results['test_elbo'] > -400
+    assert results['test_log_likelihood'] >= results['test_elbo'] - 3 * results['test_elbo_stderr']
+
+
+# --------------------------------------------------------------------------- MCEM E-step
+
+
+@pytest.mark.parametrize('adaptation', ['shared', 'per_example'])
+def test_e_step_leaves_the_exact_ppca_posterior_invariant(ppca, adaptation):
+    """1,000 chains per example started at exact posterior draws stay exactly distributed.
+
+    Standard errors with 1,000 independent chains: mean 0.013-0.021, variance 4.5 % of
+    it; the tolerances are about 5 of them. The chains must also move (no trivially
+    invariant kernel).
+    """
+    copies = 1000
+    x = jnp.asarray(np.repeat(ppca.x, copies, axis=0))  # [3000, 4]
+    mean = np.repeat(ppca.post_mean, copies, axis=0)
+    sd = np.sqrt(ppca.post_var)
+    z0 = mean + sd * np.asarray(jax.random.normal(jax.random.key(0), mean.shape))
+    chains = baselines.MCEMChains(
+        jnp.asarray(z0, jnp.float32),
+        jnp.full((x.shape[0],), 0.3, jnp.float32),
+        jnp.full((x.shape[0],), 0.9, jnp.float32),
+    )
+    e_step = jax.jit(
+        functools.partial(
+            baselines.hmc_e_step,
+            decode=ppca.decode,
+            likelihood='gaussian',
+            num_transitions=5,
+            step_size_adaptation=adaptation,
+        )
+    )
+    out, acceptance = e_step(jax.random.key(1), x, chains)
+    z = np.asarray(out.z).reshape(3, copies, 2)
+    np.testing.assert_allclose(z.mean(axis=1), ppca.post_mean, atol=0.08)
+    np.testing.assert_allclose(z.var(axis=1), np.broadcast_to(ppca.post_var, (3, 2)), rtol=0.2)
+    assert np.mean(np.abs(np.asarray(out.z) - z0)) > 0.1
+    assert acceptance.shape == (x.shape[0],)
+    assert np.all((np.asarray(acceptance) >= 0) & (np.asarray(acceptance) <= 1))
+    assert 0.5 < float(jnp.mean(acceptance)) <= 1.0
+    if adaptation == 'shared':
+        assert np.unique(np.asarray(out.step_size)).size == 1
+
+
+@pytest.mark.parametrize('adaptation', ['shared', 'per_example'])
+def test_e_step_adapts_step_sizes_towards_the_target(ppca, adaptation):
+    """Below the target acceptance the step shrinks; above it, it grows.
+
+    The pPCA posterior is wide (sd 0.4-0.7): step 0.01 accepts ~100 %, step 0.5 (the
+    largest allowed) ~95 %, so a 0.995 target shrinks it.
+    """
+    x = jnp.asarray(ppca.x)
+    run = jax.jit(
+        functools.partial(
+            baselines.hmc_e_step,
+            decode=ppca.decode,
+            likelihood='gaussian',
+            num_transitions=30,
+            step_size_adaptation=adaptation,
+        )
+    )
+    for start, target, grows in ((0.01, 0.9, True), (0.5, 0.995, False)):
+        chains = baselines.MCEMChains(
+            jnp.asarray(ppca.post_mean), jnp.full((3,), start), jnp.full((3,), target)
+        )
+        out, acceptance = run(jax.random.key(2), x, chains, target_acceptance=target)
+        step = np.asarray(out.step_size)
+        assert np.all(step > start * 1.3) if grows else np.all(step < start * 0.9), step
+        assert np.all((np.asarray(acceptance) > 0) & (np.asarray(acceptance) <= 1))
+
+
+def test_mcem_loss_is_the_mean_log_joint(ppca):
+    z = jnp.asarray(ppca.post_mean)
+    loss, means = baselines.mcem_loss(jnp.asarray(ppca.x), z, ppca.decode, likelihood='gaussian')
+    terms = baselines.log_joint_terms(jnp.asarray(ppca.x), z, ppca.decode, likelihood='gaussian')
+    np.testing.assert_allclose(-loss, np.mean(terms['log_px_z'] + terms['log_pz']), rtol=1e-6)
+    np.testing.assert_allclose(means['log_joint'], means['reconstruction'] + means['log_prior'])
+
+
+# --------------------------------------------------------------------------- MCEM training
+
+
+def test_mcem_step_moves_only_the_batch_chains_and_compiles_once():
+    config = tiny_config(algorithm='mcem')
+    model, tx, state = _model_and_params(config)
+    assert state.mcmc.z.shape == (NUM_TRAIN, 4)
+    step = jax.jit(chex.assert_max_traces(train.make_train_step(model, tx, config), n=1))
+    key = jax.random.key(0)
+    x = jnp.asarray(jax.random.bernoulli(key, 0.3, (config.batch_size, *EVENT)), jnp.float32)
+    z_before = np.asarray(state.mcmc.z)
+    touched = np.zeros(NUM_TRAIN, bool)
+    for i in range(3):
+        idx = jnp.arange(i * 100, i * 100 + config.batch_size, dtype=jnp.int32)
+        touched[np.asarray(idx)] = True
+        state, metrics = step(state, x, key, idx)
+    moved = np.any(np.asarray(state.mcmc.z) != z_before, axis=1)
+    assert not np.any(moved & ~touched)
+    assert moved[touched].mean() > 0.5  # Most proposals are accepted.
+    assert int(state.step) == 3
+    assert {'log_joint', 'acceptance_rate', 'step_size', 'grad_norm'} <= set(metrics)
+    assert np.isfinite(float(metrics['log_joint']))
+    # Three E-steps adapted the shared step size three times.
+    np.testing.assert_allclose(
+        np.unique(np.asarray(state.mcmc.step_size)), [config.mcem.initial_step_size], rtol=0.07
+    )
+
+
+def test_mcem_training_improves_log_joint_and_ais_likelihood(tmp_path):
+    config = tiny_config(
+        algorithm='mcem',
+        num_steps=200,
+        steps_per_dispatch=20,
+        log_every_steps=20,
+        eval_ais_steps=10,
+        eval_ais_chains=1,
+    )
+    results = train.train_and_evaluate(config, str(tmp_path))
+    lines = _metrics(tmp_path)
+    assert not any('valid_elbo' in line for line in lines)
+    # Measured: log p(x, z) at the E-step's samples -417 over steps 1-20, -223 over 181-200.
+    assert lines[-2]['train_log_joint'] > lines[0]['train_log_joint'] + 100
+    assert 0.0 < lines[-2]['train_acceptance_rate'] <= 1.0
+    assert results['test_elbo'] is None and results['valid_elbo'] is None
+    assert 'no ELBO' in results['test_elbo_note']
+    assert results['test_log_likelihood_method'] == 'ais_from_prior'
+    assert (tmp_path / 'samples.png').exists()
+
+    # The same AIS estimator on the untrained decoder, on the same test images and keys.
+    streams = train.Streams(config.seed)
+    _, _, _, test = train.prepare_data(config, streams)
+    model, _, state = _model_and_params(config)
+    untrained = train.map_batches(
+        functools.partial(train.make_ais_log_px(model, config), state.params),
+        test,
+        config.eval_batch_size,
+        jax.random.fold_in(streams.eval, 2),
+    )['value']
+    # Measured: -555 untrained (its decoder predicts about 0.5 per pixel), -213 trained.
+    assert results['test_log_likelihood'] > float(np.mean(untrained)) + 100
+
+
+def test_mcem_host_streaming_passes_the_batch_indices(tmp_path):
+    config = tiny_config(
+        algorithm='mcem',
+        data_placement='host',
+        num_steps=3,
+        checkpoint_every_steps=3,
+        eval_ais_steps=2,
+        eval_ais_chains=1,
+    )
+    train.train_and_evaluate(config, str(tmp_path))
+    _, _, initial = _model_and_params(config)
+    state = _restored_state(tmp_path, config)
+    idx = train.batch_indices(config.seed, NUM_TRAIN, config.batch_size, 0, 3).ravel()
+    moved = np.any(np.asarray(state.mcmc.z) != np.asarray(initial.mcmc.z), axis=1)
+    touched = np.zeros(NUM_TRAIN, bool)
+    touched[idx] = True
+    assert not np.any(moved & ~touched)
+    assert moved[touched].mean() > 0.5
+
+
+# --------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize('algorithm', ['wake_sleep', 'mcem'])
+def test_resume_matches_uninterrupted_run(tmp_path, algorithm):
+    def config(**kw):
+        return tiny_config(algorithm=algorithm, eval_ais_steps=2, eval_ais_chains=1, **kw)
+
+    train.train_and_evaluate(config(), str(tmp_path / 'full'))
+    train.train_and_evaluate(config(num_steps=10), str(tmp_path / 'split'))
+    results = train.train_and_evaluate(config(), str(tmp_path / 'split'))
+    assert results['train_steps'] == 20
+    full = _restored_state(tmp_path / 'full', config())
+    split = _restored_state(tmp_path / 'split', config())
+    # Parameters, optimizer state and (MCEM) every chain's sample and step size.
+    assert_trees_equal(full, split)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_bad_algorithm_fails_before_training(tmp_path):
+    with pytest.raises(configuration.ConfigError, match="config.algorithm='vae' is not one of"):
+        train.train_and_evaluate(tiny_config(algorithm='vae'), str(tmp_path))
+    assert not (tmp_path / 'checkpoints').exists()
+
+
+@pytest.mark.parametrize('field, value', [('objective', 'iwae'), ('num_samples', 5), ('beta', 0.5)])
+def test_baselines_refuse_aevb_only_settings(tmp_path, field, value):
+    config = tiny_config(algorithm='wake_sleep', **{field: value})
+    with pytest.raises(configuration.ConfigError, match=f'config.{field}=.*only applies to'):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_bad_mcem_settings_name_the_field():
+    with pytest.raises(configuration.ConfigError, match='config.mcem.target_acceptance'):
+        configuration.validate(tiny_config(**{'mcem.target_acceptance': 1.5}))
+    with pytest.raises(configuration.ConfigError, match='config.mcem.step_size_adaptation'):
+        configuration.validate(tiny_config(**{'mcem.step_size_adaptation': 'global'}))
+    with pytest.raises(configuration.ConfigError, match='config.eval_ais_steps must be > 0'):
+        configuration.validate(tiny_config(eval_ais_steps=0))
+
+
+def test_runs_stored_before_the_algorithm_field_still_resume(tmp_path):
+    """A config.json without `algorithm` and `mcem` (an older AEVB run) is accepted."""
+    config = tiny_config()
+    checkpointing.write_or_check_config(config, str(tmp_path))
+    path = tmp_path / checkpointing.CONFIG_FILE
+    stored = json.loads(path.read_text())
+    del stored['algorithm'], stored['mcem']
+    path.write_text(json.dumps(stored))
+    checkpointing.write_or_check_config(config, str(tmp_path))  # No conflict.
+    path.write_text(json.dumps(stored))
+    with pytest.raises(checkpointing.WorkdirConflictError, match="algorithm: 'aevb' -> 'mcem'"):
+        checkpointing.write_or_check_config(tiny_config(algorithm='mcem'), str(tmp_path))

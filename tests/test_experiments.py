@@ -1,0 +1,68 @@
+"""The Kingma & Welling (2013) figure scripts run end to end at a tiny scale."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / 'experiments' / 'aevb'
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def out(tmp_path_factory):
+    """One output folder for all figures, so runs with equal settings are shared."""
+    return tmp_path_factory.mktemp('aevb')
+
+
+def rows_of(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def args(out, data_dir=None):
+    return ['--scale=tiny', f'--out={out}'] + ([f'--data_dir={data_dir}'] if data_dir else [])
+
+
+def test_fig5_samples(out):
+    load('fig5_samples').main(args(out))
+    rows = rows_of(out / 'fig5_samples.csv')
+    assert [int(r['latent_dim']) for r in rows] == [2, 3]
+    assert (out / 'fig5_samples.png').stat().st_size > 0
+    assert 'fig5_samples.py' in (out / 'commands.log').read_text()
+
+
+def test_fig4_manifold(out, shared_data_dir):
+    load('fig4_manifold').main(args(out, shared_data_dir))
+    rows = rows_of(out / 'fig4_manifold.csv')
+    assert {r['dataset'] for r in rows} == {'frey_face', 'mnist'}
+    for name in ('fig4_manifold.png', 'fig4_manifold_frey_face.png', 'fig4_manifold_mnist.png'):
+        assert (out / name).stat().st_size > 0
+
+
+def test_fig2_lower_bound(out, shared_data_dir):
+    load('fig2_lower_bound').main(args(out, shared_data_dir))
+    rows = rows_of(out / 'fig2_lower_bound.csv')
+    assert {(r['dataset'], r['algorithm']) for r in rows} == {
+        (d, a) for d in ('mnist', 'frey_face') for a in ('aevb', 'wake_sleep')
+    }
+    assert all(float(r['samples_evaluated']) > 0 for r in rows)
+    assert (out / 'fig2_lower_bound.png').stat().st_size > 0
+
+
+def test_fig3_marginal_likelihood(out):
+    load('fig3_marginal_likelihood').main(args(out))
+    rows = rows_of(out / 'fig3_marginal_likelihood.csv')
+    assert {r['algorithm'] for r in rows} == {'aevb', 'wake_sleep', 'mcem'}
+    assert sorted({int(r['step']) for r in rows}) == [10, 20]
+    for r in rows:
+        assert float(r['train_log_likelihood']) < 0 and float(r['test_log_likelihood']) < 0
+    assert (out / 'fig3_marginal_likelihood.png').stat().st_size > 0

@@ -1,0 +1,106 @@
+"""Sweeps: points from get_sweep() or --sweep, one workdir each, resumable, one CSV."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_train import tiny_config
+
+from vae_jax import configuration, sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_product_and_parse():
+    assert sweep.product(seed=[0, 1], optimizer__learning_rate=[1e-3]) == [
+        {'seed': 0, 'optimizer.learning_rate': 1e-3},
+        {'seed': 1, 'optimizer.learning_rate': 1e-3},
+    ]
+    config = tiny_config()
+    points = sweep.parse_sweep('latent_dim=2,3; optimizer.learning_rate=0.01', config)
+    assert points == [
+        {'latent_dim': 2, 'optimizer.learning_rate': 0.01},
+        {'latent_dim': 3, 'optimizer.learning_rate': 0.01},
+    ]
+    assert sweep.parse_sweep('model.hidden_dims=8x8,16', config) == [
+        {'model.hidden_dims': (8, 8)},
+        {'model.hidden_dims': (16,)},
+    ]
+    with pytest.raises(configuration.ConfigError, match='latnt_dim'):
+        sweep.parse_sweep('latnt_dim=2', config)
+    assert sweep.point_name({'latent_dim': 2, 'model.hidden_dims': (8, 8)}) == (
+        'latent_dim=2,model.hidden_dims=8x8'
+    )
+
+
+def test_bad_point_fails_before_any_training(tmp_path):
+    points = [{'latent_dim': 2}, {'latent_dim': 0}]
+    with pytest.raises(configuration.ConfigError, match='latent_dim'):
+        sweep.run_sweep(tiny_config(), points, str(tmp_path))
+    assert not any(tmp_path.iterdir())
+
+
+def test_sweep_runs_each_point_once_and_writes_the_table(tmp_path):
+    config = tiny_config(num_steps=10)
+    points = sweep.product(seed=[0, 1])
+    rows = sweep.run_sweep(config, points, str(tmp_path))
+    assert [r['seed'] for r in rows] == [0, 1]
+    assert rows[0]['test_elbo'] != rows[1]['test_elbo']  # the seed reached the run
+    for name in ('seed=0', 'seed=1'):
+        assert json.loads((tmp_path / name / 'config.json').read_text())['seed'] == int(name[-1])
+        assert (tmp_path / name / 'results.json').exists()
+    with open(tmp_path / 'sweep_results.csv') as f:
+        table = list(csv.DictReader(f))
+    assert [t['point'] for t in table] == ['seed=0', 'seed=1']
+    assert {'test_elbo', 'test_log_likelihood', 'train_steps', 'wall_seconds'} <= set(table[0])
+    assert (tmp_path / 'sweep_results.png').stat().st_size > 0
+
+    # A rerun trains nothing: finished points are skipped (their files are untouched).
+    stamp = os.stat(tmp_path / 'seed=0' / 'results.json').st_mtime_ns
+    again = sweep.run_sweep(config, points, str(tmp_path))
+    assert os.stat(tmp_path / 'seed=0' / 'results.json').st_mtime_ns == stamp
+    assert [r['test_elbo'] for r in again] == [r['test_elbo'] for r in rows]
+
+
+def test_command_line_with_a_config_files_get_sweep(tmp_path):
+    config_file = tmp_path / 'two_seeds.py'
+    config_file.write_text(
+        'from configs import default\n'
+        'from vae_jax import sweep\n\n'
+        'def get_config():\n'
+        '    c = default.get_config()\n'
+        '    c.model.hidden_dims = (16,)\n'
+        '    c.latent_dim = 2\n'
+        '    c.batch_size = 32\n'
+        '    c.num_steps = 6\n'
+        '    c.steps_per_dispatch = 3\n'
+        '    c.log_every_steps = 3\n'
+        '    c.eval_num_importance_samples = 2\n'
+        '    return c\n\n'
+        'def get_sweep():\n'
+        '    return sweep.product(seed=[3, 4])\n'
+    )
+    env = {**os.environ, 'PYTHONPATH': str(REPO)}
+    cmd = [
+        sys.executable,
+        '-m',
+        'vae_jax.sweep',
+        f'--config={config_file}',
+        f'--workdir={tmp_path / "out"}',
+        '--config.eval_batch_size=250',
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])['points'] == 2
+    assert (tmp_path / 'out' / 'seed=3' / 'results.json').exists()
+    assert (tmp_path / 'out' / 'seed=4' / 'results.json').exists()
+
+    bad = subprocess.run(
+        [*cmd, '--sweep=latnt_dim=2'], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert bad.returncode != 0
+    assert 'latnt_dim' in bad.stderr and 'Traceback' not in bad.stderr

@@ -1,0 +1,270 @@
+r"""Runs every point of a hyperparameter sweep, each in its own workdir.
+
+  python -m vae_jax.sweep --config=configs/latent_sweep.py --workdir=/tmp/sweep \
+      [--sweep='latent_dim=2,5,10;seed=0,1'] [--config.num_steps=2000 ...]
+
+The points come from ``--sweep`` if given (a product: fields separated by ``;``,
+values by ``,``), else from the config file's own ``get_sweep()``, which returns a
+list of ``{dotted.field: value}`` dicts (``product`` below builds one). Each point
+trains with the normal entry point in ``WORKDIR/<point-name>/`` (config, checkpoints,
+logs, results as for ``vae_jax.main``); a point whose ``results.json`` is already
+there for its ``num_steps`` is skipped, so an interrupted sweep resumes where it
+stopped. ``WORKDIR/sweep_results.csv`` gets one row per point (its overrides, final
+test ELBO and log-likelihood, steps, wall time) and ``WORKDIR/sweep_results.png``
+plots the test metrics against the first swept field.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from vae_jax import checkpointing, configuration, data, reporting, train
+
+Point = dict[str, Any]
+
+
+def product(**fields: Sequence[Any]) -> list[Point]:
+    """Every combination of the given values: ``product(seed=[0, 1], beta=[1.0, 2.0])``.
+
+    Dotted fields are written with ``__``: ``product(optimizer__learning_rate=[...])``.
+    """
+    names = [k.replace('__', '.') for k in fields]
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*fields.values())]
+
+
+def _cast(config: ml_collections.ConfigDict, field: str, text: str) -> Any:
+    """``text`` as the type of ``config.<field>``, so ``--sweep`` values are not all strings."""
+    current = _get(config, field)
+    if isinstance(current, bool):
+        if text.lower() not in ('true', 'false'):
+            raise configuration.ConfigError(f'--sweep: {field} takes true/false, got {text!r}.')
+        return text.lower() == 'true'
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    if isinstance(current, tuple):
+        return tuple(int(v) for v in text.strip('()').split('x') if v)  # hidden_dims=400x400
+    if current is None:  # A placeholder such as valid_size: number if it looks like one.
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    return text
+
+
+def parse_sweep(spec: str, config: ml_collections.ConfigDict) -> list[Point]:
+    """``'latent_dim=2,5;seed=0,1'`` -> the product of the values, typed as in ``config``.
+
+    A tuple value such as ``model.hidden_dims`` is written with ``x``: ``400x400``.
+    """
+    fields: dict[str, list[Any]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(';'))):
+        if '=' not in part:
+            raise configuration.ConfigError(f'--sweep: {part!r} is not field=value,value,...')
+        field, values = part.split('=', 1)
+        field = field.strip()
+        _get(config, field)  # Unknown fields fail here, with their name.
+        fields[field] = [_cast(config, field, v.strip()) for v in values.split(',')]
+    return [dict(zip(fields, vs, strict=True)) for vs in itertools.product(*fields.values())]
+
+
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+    target = config
+    *path, last = field.split('.')
+    try:
+        for p in path:
+            target = target[p]
+        return target[last]
+    except (KeyError, AttributeError):
+        raise configuration.ConfigError(f'sweep field {field!r} is not a config field.') from None
+
+
+def apply(config: ml_collections.ConfigDict, point: Point) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with the point's overrides (dotted fields) set."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for field, value in point.items():
+        _get(config, field)
+        target = config
+        *path, last = field.split('.')
+        for p in path:
+            target = target[p]
+        target[last] = value
+    return config
+
+
+def point_name(point: Point) -> str:
+    """The point's folder name: ``{'latent_dim': 2, 'seed': 0}`` -> ``latent_dim=2,seed=0``."""
+    parts = []
+    for field, value in point.items():
+        text = 'x'.join(map(str, value)) if isinstance(value, tuple) else str(value)
+        parts.append(f'{field}={text}')
+    return re.sub(r'[^A-Za-z0-9_.,=+-]', '_', ','.join(parts)) or 'base'
+
+
+def load_sweep(config_path: str) -> list[Point] | None:
+    """The config file's ``get_sweep()``, or None when it defines none."""
+    path = config_path.split(':', 1)[0]
+    spec = importlib.util.spec_from_file_location('_sweep_config', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_sweep() if hasattr(module, 'get_sweep') else None
+
+
+def run_sweep(
+    config: ml_collections.ConfigDict, points: list[Point], workdir: str
+) -> list[dict[str, Any]]:
+    """Trains every point not finished yet; writes and returns the results table."""
+    if not points:
+        raise configuration.ConfigError('the sweep has no points.')
+    names = [point_name(p) for p in points]
+    if len(set(names)) != len(names):
+        raise configuration.ConfigError(f'the sweep repeats a point: {names}')
+    configs = [apply(config, p) for p in points]
+    for c in configs:  # Every point is checked before the first one trains.
+        configuration.validate(c)
+    os.makedirs(workdir, exist_ok=True)
+    rows = []
+    for i, (point, name, c) in enumerate(zip(points, names, configs, strict=True)):
+        point_dir = os.path.join(workdir, name)
+        results = _finished(point_dir, c.num_steps)
+        if results is None:
+            logging.info('sweep point %d/%d: %s', i + 1, len(points), name)
+            t0 = time.perf_counter()
+            results = train.train_and_evaluate(c, point_dir)
+            results['wall_seconds'] = time.perf_counter() - t0
+            with open(os.path.join(point_dir, 'results.json'), 'w') as f:
+                json.dump(results, f, indent=2)
+        else:
+            logging.info('sweep point %d/%d: %s already done', i + 1, len(points), name)
+        rows.append(
+            {
+                'point': name,
+                **point,
+                'test_elbo': results.get('test_elbo'),
+                'test_log_likelihood': results.get('test_log_likelihood'),
+                'test_log_likelihood_stderr': results.get('test_log_likelihood_stderr'),
+                'train_steps': results.get('train_steps'),
+                'wall_seconds': results.get('wall_seconds'),
+            }
+        )
+    _write_csv(os.path.join(workdir, 'sweep_results.csv'), rows)
+    _plot(rows, list(points[0]), os.path.join(workdir, 'sweep_results.png'))
+    return rows
+
+
+def _finished(point_dir: str, num_steps: int) -> dict[str, Any] | None:
+    path = os.path.join(point_dir, 'results.json')
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        results = json.load(f)
+    return results if results.get('train_steps') == num_steps else None
+
+
+def _write_csv(path: str, rows: list[dict[str, Any]]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: 'x'.join(map(str, v)) if isinstance(v, tuple) else v for k, v in row.items()}
+            )
+
+
+def _plot(rows: list[dict[str, Any]], fields: list[str], path: str) -> None:
+    """Test ELBO and log p(x) against the first swept field, one line per other value."""
+    if not fields:
+        return
+    import matplotlib  # Deferred: about a second of imports.
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    x_field, rest = fields[0], fields[1:]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(','.join(f'{f}={row[f]}' for f in rest), []).append(row)
+    numeric = all(isinstance(r[x_field], (int, float)) for r in rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ('test_elbo', 'test_log_likelihood'), strict=True):
+        for label, sel in groups.items():
+            sel = [r for r in sel if r[metric] is not None]
+            xs = [r[x_field] if numeric else str(r[x_field]) for r in sel]
+            ax.plot(xs, [r[metric] for r in sel], 'o-', label=label or None)
+        ax.set(xlabel=x_field, ylabel=f'{metric} (nats)', title=metric)
+        if numeric and min(r[x_field] for r in rows) > 0:
+            values = sorted({r[x_field] for r in rows})
+            if len(values) > 2 and values[-1] / values[0] > 20:
+                ax.set_xscale('log')
+    if rest:
+        axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+_FLAGS: dict[str, Any] = {}
+
+
+def _define_flags() -> None:
+    """Flags are defined only when run as a program, so config files may import ``product``."""
+    _FLAGS['config'] = config_flags.DEFINE_config_file(
+        'config', None, 'Config file with get_config() (and optionally get_sweep()).'
+    )
+    _FLAGS['workdir'] = flags.DEFINE_string(
+        'workdir', None, 'Sweep directory: one workdir per point.'
+    )
+    _FLAGS['sweep'] = flags.DEFINE_string(
+        'sweep',
+        '',
+        "Points as a product, e.g. 'latent_dim=2,5,10;seed=0,1' (tuples as 400x400). "
+        "Empty: the config file's get_sweep().",
+    )
+    flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    config, workdir, spec = (_FLAGS[k].value for k in ('config', 'workdir', 'sweep'))
+    try:
+        if spec:
+            points = parse_sweep(spec, config)
+        else:
+            points = load_sweep(flags.FLAGS['config'].config_filename)
+            if points is None:
+                raise configuration.ConfigError(
+                    'the config file defines no get_sweep(); pass --sweep=field=v1,v2;...'
+                )
+        rows = run_sweep(config, points, workdir)
+    except (
+        configuration.ConfigError,
+        data.DataError,
+        checkpointing.WorkdirConflictError,
+        reporting.NonFiniteError,
+    ) as e:
+        logging.error('%s', e)
+        sys.exit(f'error: {e}')
+    print(json.dumps({'points': len(rows), 'csv': os.path.join(workdir, 'sweep_results.csv')}))
+
+
+if __name__ == '__main__':
+    _define_flags()
+    app.run(main)
