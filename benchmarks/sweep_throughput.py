@@ -1,0 +1,133 @@
+r"""Vectorised sweep against sequential runs: 8 seeds of the 784-400-20 MLP VAE.
+
+Sequential: the points one after another, each with the same compiled program as
+`vae_jax.main` (`train.make_multi_step(train.make_train_step(...))`, jitted,
+`steps_per_dispatch` steps per dispatch, data resident on the device), timed from
+building its model to its last step, compile included, as a user running the
+points one by one pays it. Vectorised: `vectorized.train_vectorized` on all the
+points, also compile included. Both use the classic MNIST VAE (ReLU, Bernoulli
+decoder, analytic KL, Adam 1e-3, batch 128) on random binary data of MNIST's shape
+(values do not affect speed); evaluation is not timed by either.
+
+  python benchmarks/sweep_throughput.py [--points 8] [--steps 1000]
+
+The last line printed is one JSON object.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from configs import default as default_config  # noqa: E402
+from vae_jax import train, vectorized  # noqa: E402
+
+
+def bench_config(batch_size: int, steps_per_dispatch: int):
+    config = default_config.get_config()
+    config.model.hidden_dims = (400,)
+    config.model.activation = 'relu'
+    config.latent_dim = 20
+    config.likelihood = 'bernoulli'
+    config.binarization = 'none'  # The data is already binary.
+    config.optimizer.name = 'adam'
+    config.optimizer.learning_rate = 1e-3
+    config.batch_size = batch_size
+    config.steps_per_dispatch = steps_per_dispatch
+    return config
+
+
+def train_one(config, train_np: np.ndarray, num_steps: int) -> dict[str, float]:
+    """One point as `train.train_and_evaluate` trains it (no evaluation): seconds."""
+    t0 = time.perf_counter()
+    streams = train.Streams(config.seed)
+    event_shape = train_np.shape[1:]
+    model = train.make_model(config, event_shape)
+    tx = train.make_optimizer(config)
+    state = train.init_state(config, model, tx, event_shape, streams)
+    multi = jax.jit(
+        train.make_multi_step(train.make_train_step(model, tx, config)), donate_argnums=(0,)
+    )
+    train_dev = jax.device_put(train_np)
+    first = None
+    for step in range(0, num_steps, config.steps_per_dispatch):
+        n = min(config.steps_per_dispatch, num_steps - step)
+        idx = train.batch_indices(config.seed, train_np.shape[0], config.batch_size, step, n)
+        state, metrics = multi(state, train_dev, jnp.asarray(idx), streams.train)
+        if first is None:
+            jax.block_until_ready(metrics)
+            first = time.perf_counter() - t0
+    jax.block_until_ready(state)
+    return {'seconds': time.perf_counter() - t0, 'first_dispatch_seconds': first}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--points', type=int, default=8, help='seeds 0..points-1')
+    p.add_argument('--steps', type=int, default=1000, help='training steps per point')
+    p.add_argument('--batch', type=int, default=128)
+    p.add_argument('--steps_per_dispatch', type=int, default=100)
+    p.add_argument('--num_train', type=int, default=50000)
+    args = p.parse_args()
+
+    config = bench_config(args.batch, args.steps_per_dispatch)
+    rng = np.random.default_rng(1)
+    train_np = rng.integers(0, 2, size=(args.num_train, 784), dtype=np.uint8).astype(np.float32)
+    points = [{'seed': s} for s in range(args.points)]
+
+    # Untimed: one short run first, so that neither side pays process start-up (backend,
+    # first traces of the library) that a user pays once for the whole sweep.
+    warmup = train_one(config, train_np, args.steps_per_dispatch)['seconds']
+
+    runs = []
+    t0 = time.perf_counter()
+    for point in points:
+        c = config.copy_and_resolve_references()
+        c.seed = point['seed']
+        runs.append(train_one(c, train_np, args.steps))
+        print(f'sequential seed {point["seed"]}: {runs[-1]}', flush=True)
+    sequential = time.perf_counter() - t0
+
+    dispatch_times = []
+    t0 = time.perf_counter()
+    result = vectorized.train_vectorized(
+        config,
+        points,
+        args.steps,
+        train_data=train_np,
+        on_dispatch=lambda: dispatch_times.append(time.perf_counter() - t0),
+    )
+    jax.block_until_ready(result.state)
+    vectorised = time.perf_counter() - t0
+    print(f'vectorised: {vectorised:.2f}s ({len(dispatch_times)} dispatches)', flush=True)
+
+    seq_steady = sum(r['seconds'] - r['first_dispatch_seconds'] for r in runs)
+    out = {
+        'bench': 'vae_jax_sweep_throughput',
+        'sequential_seconds': round(sequential, 3),
+        'vectorised_seconds': round(vectorised, 3),
+        'speedup': round(sequential / vectorised, 3),
+        'sequential_first_dispatch_seconds': [round(r['first_dispatch_seconds'], 3) for r in runs],
+        'sequential_after_first_dispatch_seconds': round(seq_steady, 3),
+        'warmup_seconds': round(warmup, 3),
+        'num_points': args.points,
+        'num_steps': args.steps,
+        'batch': args.batch,
+        'steps_per_dispatch': args.steps_per_dispatch,
+        'final_objective_mean': float(np.mean(result.metrics['objective'][:, -1])),
+        'device': str(jax.devices()[0]),
+        'cpu_count': os.cpu_count(),
+        'versions': {'jax': jax.__version__, 'python': platform.python_version()},
+    }
+    print(json.dumps(out))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,280 @@
+"""Vectorised sweeps: many points of a sweep trained together in one compiled program.
+
+Points that differ only in numeric values (``VECTORIZABLE_FIELDS``: seed, learning
+rate, beta, weight decay) share every shape, so their train states stack along a
+leading point axis ``P`` and one ``jax.vmap`` of the training step of
+:func:`vae_jax.train.make_train_step` trains all of them, ``steps_per_dispatch``
+steps per dispatch with ``lax.scan`` and the training set resident on the device.
+
+Each point keeps everything a single run of ``train.train_and_evaluate`` would have:
+its own ``train.Streams(seed)`` (initial parameters, binarisation and z noise), its
+own data order ``train.batch_indices(seed, ...)`` and its own hyperparameters, so the
+final parameters equal those of the single runs to float tolerance (vmapped matrix
+products may sum in another order). Only training is vectorised: there is no
+evaluation, checkpoint or workdir here.
+
+  result = vectorized.train_vectorized(config, sweep.product(seed=[0, 1, 2]))
+  result.params[1]  # The parameters of the point seed=1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vae_jax import configuration, reporting, sweep, train
+
+# Fields that may differ between the points of one vectorised sweep: each becomes a
+# traced per-point value [P]; every other field must be equal across the points.
+VECTORIZABLE_FIELDS = ('seed', 'optimizer.learning_rate', 'beta', 'optimizer.weight_decay')
+
+# The per-point hyperparameters that enter the step as traced scalars.
+_HYPER_FIELDS = ('optimizer.learning_rate', 'optimizer.weight_decay', 'beta')
+
+
+class VectorizedResult(NamedTuple):
+    """The outcome of :func:`train_vectorized`.
+
+    Attributes:
+      configs: each point's full config (the base config with the point applied).
+      state: the stacked final ``train.TrainState``; every leaf has a leading axis ``[P]``.
+      params: each point's final parameters, unstacked: ``params[i]`` is point i's.
+      metrics: per-step training metrics, each ``[P, num_steps]`` (numpy).
+    """
+
+    configs: list[ml_collections.ConfigDict]
+    state: train.TrainState
+    params: list[train.Params]
+    metrics: dict[str, np.ndarray]
+
+
+class _ConfigView:
+    """``config`` with some fields replaced by traced values, for the step builders.
+
+    Hand-written because a ConfigDict's fields are type-checked and refuse tracers; the
+    step builders only read attributes and ``get``.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, **overrides: Any):
+        self._config, self._overrides = config, overrides
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._overrides:
+            return self._overrides[name]
+        return getattr(self._config, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in self._overrides:
+            return self._overrides[name]
+        return self._config.get(name, default)
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict,
+    learning_rate: jax.Array | float,
+    weight_decay: jax.Array | float,
+    *,
+    decay: bool,
+) -> optax.GradientTransformation:
+    """``train.make_optimizer`` with the learning rate and weight decay as (traced) arguments.
+
+    Hand-written mirror of ``train.make_optimizer`` because that one reads the values from
+    the config, where they cannot be traced. ``decay`` is the structural choice that
+    ``train.make_optimizer`` makes with ``weight_decay > 0``: a point with weight decay 0
+    in a sweep where another point has some adds ``0 * params``, which changes no number.
+    The optimizer states have the same layout and values as ``train.make_optimizer``'s
+    (optax's optimizers keep no learning rate in their state).
+    """
+    opt = config.optimizer
+    per_step = config.mcem.num_weight_updates if train.algorithm_of(config) == 'mcem' else 1
+    lr: optax.ScalarOrSchedule = learning_rate
+    if opt.schedule == 'cosine':
+        lr = optax.cosine_decay_schedule(learning_rate, config.num_steps * per_step)
+    elif opt.schedule == 'warmup_cosine':
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0,
+            learning_rate,
+            max(opt.warmup_steps * per_step, 1),
+            config.num_steps * per_step,
+        )
+    parts = []
+    if opt.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+    if decay and opt.name != 'adamw':
+        parts.append(optax.add_decayed_weights(weight_decay))
+    if opt.name == 'adam':
+        parts.append(optax.adam(lr))
+    elif opt.name == 'adamw':
+        parts.append(optax.adamw(lr, weight_decay=weight_decay))
+    elif opt.name == 'adagrad':
+        parts.append(optax.adagrad(lr, initial_accumulator_value=opt.adagrad_initial_accumulator))
+    elif opt.name == 'sgd':
+        parts.append(optax.sgd(lr))
+    elif opt.name == 'rmsprop':
+        parts.append(optax.rmsprop(lr))
+    else:
+        raise configuration.ConfigError(f'unknown optimizer.name {opt.name!r}')
+    return optax.chain(*parts)
+
+
+def _flat(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``{dotted.field: value}`` for every leaf field of ``config``."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out.update({f'{key}.{k}': v for k, v in _flat(value).items()})
+        else:
+            out[key] = value
+    return out
+
+
+def check_vectorizable(configs: Sequence[ml_collections.ConfigDict]) -> None:
+    """Raises ConfigError naming the first field outside ``VECTORIZABLE_FIELDS`` that differs."""
+    first = _flat(configs[0])
+    for c in configs[1:]:
+        flat = _flat(c)
+        for field in sorted(set(first) | set(flat)):
+            if field in VECTORIZABLE_FIELDS:
+                continue
+            if first.get(field) != flat.get(field):
+                raise configuration.ConfigError(
+                    f'points differ in {field} ({first.get(field)!r} vs {flat.get(field)!r}), '
+                    f'which changes the program; only {", ".join(VECTORIZABLE_FIELDS)} may '
+                    'differ between the points of a vectorised sweep.'
+                )
+    if train.algorithm_of(configs[0]) == 'mcem':
+        raise configuration.ConfigError(
+            'algorithm=mcem is not vectorised: train its points one by one (vae_jax.sweep).'
+        )
+
+
+def make_vectorized_multi_step(model, config: ml_collections.ConfigDict, *, decay: bool, data_axis):
+    """The P-point version of ``train.make_multi_step(train.make_train_step(...))``.
+
+    Returns ``multi(state [P], train_data, indices [P, n, M], key [P], hyper) ->
+    (state [P], metrics [P, n])`` where ``train_data`` is ``[N, ...]`` shared by all
+    points (``data_axis=None``) or ``[P, N, ...]`` (``data_axis=0``) and ``hyper`` maps
+    ``'learning_rate'``, ``'weight_decay'``, ``'beta'`` to ``[P]`` float32.
+    """
+
+    def one_point(state, train_data, indices, key, hyper):
+        tx = make_optimizer(config, hyper['learning_rate'], hyper['weight_decay'], decay=decay)
+        view = _ConfigView(config, beta=hyper['beta'])
+        step = train.make_train_step(model, tx, view)
+        return train.make_multi_step(step)(state, train_data, indices, key)
+
+    return jax.vmap(one_point, in_axes=(0, data_axis, 0, 0, 0))
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def train_vectorized(
+    config: ml_collections.ConfigDict,
+    points: Sequence[sweep.Point],
+    num_steps: int | None = None,
+    *,
+    train_data: np.ndarray | None = None,
+    on_dispatch: Callable[[], None] | None = None,
+) -> VectorizedResult:
+    """Trains every point of ``points`` at once: one jitted, vmapped program per dispatch.
+
+    Args:
+      config: the sweep's base config.
+      points: ``{dotted.field: value}`` overrides (as in ``vae_jax.sweep``); they may
+        differ only in ``VECTORIZABLE_FIELDS``.
+      num_steps: steps to train; default ``config.num_steps`` (equal for all points).
+      train_data: ``[N, ...]`` float32 training set used instead of loading
+        ``config.dataset`` (for benchmarks); no binarisation is applied to it beyond
+        the config's dynamic binarisation in the step.
+      on_dispatch: called after each dispatch (tests count them).
+
+    Returns:
+      A ``VectorizedResult``; ``params[i]`` equals, to float tolerance, the parameters
+      ``train.train_and_evaluate(sweep.apply(config, points[i]), ...)`` trains.
+
+    Raises:
+      configuration.ConfigError: the points differ in another field, or a bad config.
+      reporting.NonFiniteError: a point's loss, terms or gradient became non-finite
+        (with ``config.nonfinite='stop'``); the message names the point.
+    """
+    if not points:
+        raise configuration.ConfigError('the sweep has no points.')
+    configs = [sweep.apply(config, p) for p in points]
+    for c in configs:
+        configuration.validate(c)
+    check_vectorizable(configs)
+    base = configs[0]
+    num_steps = base.num_steps if num_steps is None else num_steps
+
+    streams = [train.Streams(c.seed) for c in configs]
+    if train_data is None:
+        loaded = [train.prepare_data(c, s) for c, s in zip(configs, streams, strict=True)]
+        event_shape = loaded[0][0].event_shape
+        trains = [t for _, t, _, _ in loaded]
+    else:
+        event_shape = tuple(train_data.shape[1:])
+        trains = [np.asarray(train_data, np.float32)]
+    # Static binarisation draws from each point's own stream: stack only if they differ.
+    shared = all(np.array_equal(trains[0], t) for t in trains[1:])
+    data_axis = None if shared else 0
+    train_dev = jax.device_put(trains[0] if shared else np.stack(trains))
+    num_train = trains[0].shape[0]
+
+    model = train.make_model(base, event_shape)
+    decay = any(c.optimizer.weight_decay > 0 for c in configs)
+    states = []
+    for c, s in zip(configs, streams, strict=True):
+        tx = make_optimizer(c, c.optimizer.learning_rate, c.optimizer.weight_decay, decay=decay)
+        states.append(train.init_state(c, model, tx, event_shape, s, num_train=num_train))
+    state = _stack(states)
+    keys = jnp.stack([s.train for s in streams])
+    hyper = {
+        'learning_rate': jnp.asarray([c.optimizer.learning_rate for c in configs], jnp.float32),
+        'weight_decay': jnp.asarray([c.optimizer.weight_decay for c in configs], jnp.float32),
+        'beta': jnp.asarray([c.beta for c in configs], jnp.float32),
+    }
+    multi = jax.jit(
+        make_vectorized_multi_step(model, base, decay=decay, data_axis=data_axis),
+        donate_argnums=(0,),
+    )
+
+    per_dispatch = []
+    step = 0
+    while step < num_steps:
+        stop = min(num_steps, step + base.steps_per_dispatch)
+        idx = np.stack(
+            [
+                train.batch_indices(c.seed, num_train, c.batch_size, step, stop - step)
+                for c in configs
+            ]
+        )
+        state, metrics = multi(state, train_dev, jnp.asarray(idx), keys, hyper)
+        if on_dispatch is not None:
+            on_dispatch()
+        per_dispatch.append(metrics)
+        step = stop
+    metrics = (
+        {
+            k: np.concatenate([np.asarray(m[k]) for m in per_dispatch], axis=1)
+            for k in per_dispatch[0]
+        }
+        if per_dispatch
+        else {}
+    )
+    if train.nonfinite_of(base) == 'stop':
+        for i, p in enumerate(points):
+            bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v[i]))]
+            if bad:
+                raise reporting.NonFiniteError(
+                    f'point {sweep.point_name(p)}: non-finite {", ".join(bad)} during training.'
+                )
+    params = [jax.tree.map(lambda x, i=i: x[i], state.params) for i in range(len(points))]
+    return VectorizedResult(configs, state, params, metrics)
