@@ -57,7 +57,7 @@ def _bound_fns(run: train.Run):
 def split_data(run: train.Run, split: str) -> np.ndarray:
     """The split as the model saw it: with the run's fixed binarisation of eval data."""
     streams = train.Streams(run.config.seed)
-    _, train_x, valid_x, test_x = train.prepare_data(run.config, streams)
+    _, train_x, valid_x, test_x = train.prepare_data(run.config, streams, run.splits)
     x = {'train': train_x, 'valid': valid_x, 'test': test_x}[split]
     if split == 'train' and run.config.binarization == 'dynamic' and not run.splits.binary:
         x = np.asarray(data.binarize(jax.random.fold_in(streams.binarize, 3), jnp.asarray(x)))

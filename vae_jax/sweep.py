@@ -139,17 +139,8 @@ def run_sweep(
     os.makedirs(workdir, exist_ok=True)
     rows = []
     for i, (point, name, c) in enumerate(zip(points, names, configs, strict=True)):
-        point_dir = os.path.join(workdir, name)
-        results = _finished(point_dir, c.num_steps)
-        if results is None:
-            logging.info('sweep point %d/%d: %s', i + 1, len(points), name)
-            t0 = time.perf_counter()
-            results = train.train_and_evaluate(c, point_dir)
-            results['wall_seconds'] = time.perf_counter() - t0
-            with open(os.path.join(point_dir, 'results.json'), 'w') as f:
-                json.dump(results, f, indent=2)
-        else:
-            logging.info('sweep point %d/%d: %s already done', i + 1, len(points), name)
+        logging.info('sweep point %d/%d: %s', i + 1, len(points), name)
+        results = run_point(c, os.path.join(workdir, name))
         rows.append(
             {
                 'point': name,
@@ -161,21 +152,34 @@ def run_sweep(
                 'wall_seconds': results.get('wall_seconds'),
             }
         )
-    _write_csv(os.path.join(workdir, 'sweep_results.csv'), rows)
+    write_csv(os.path.join(workdir, 'sweep_results.csv'), rows)
     _plot(rows, list(points[0]), os.path.join(workdir, 'sweep_results.png'))
     return rows
 
 
-def _finished(point_dir: str, num_steps: int) -> dict[str, Any] | None:
-    path = os.path.join(point_dir, 'results.json')
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        results = json.load(f)
-    return results if results.get('train_steps') == num_steps else None
+def run_point(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains (or resumes) one run and returns its results, adding ``wall_seconds``.
+
+    A run whose ``results.json`` is already there for ``config.num_steps`` is not
+    trained again: its results are returned as they are.
+    """
+    path = os.path.join(workdir, 'results.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            results = json.load(f)
+        if results.get('train_steps') == config.num_steps:
+            logging.info('%s: already done', workdir)
+            return results
+    t0 = time.perf_counter()
+    results = train.train_and_evaluate(config, workdir)
+    results['wall_seconds'] = time.perf_counter() - t0
+    with open(path, 'w') as f:
+        json.dump(results, f, indent=2)
+    return results
 
 
-def _write_csv(path: str, rows: list[dict[str, Any]]) -> None:
+def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
+    """One row per dict; the columns are every key in first-seen order, tuples as ``8x8``."""
     fields: list[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields]

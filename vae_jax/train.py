@@ -148,36 +148,56 @@ def make_model(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]) 
     )
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """The optax chain for ``config.optimizer``: clip, weight decay, optimizer."""
+def make_optimizer(
+    config: ml_collections.ConfigDict,
+    *,
+    learning_rate: jax.Array | float | None = None,
+    weight_decay: jax.Array | float | None = None,
+    decay: bool | None = None,
+) -> optax.GradientTransformation:
+    """The optax chain for ``config.optimizer``: clip, weight decay, optimizer.
+
+    ``learning_rate`` and ``weight_decay`` default to the config's; passing them lets
+    them be traced (``vae_jax.vectorized`` stacks points that differ in them). ``decay``
+    (default: ``weight_decay > 0``) decides whether the decay transform is in the chain
+    at all, a structural choice that cannot depend on a traced value.
+    """
     opt = config.optimizer
+    if learning_rate is None:
+        learning_rate = opt.learning_rate
+    if weight_decay is None:
+        weight_decay = opt.weight_decay
+    if decay is None:
+        decay = opt.weight_decay > 0
     # MCEM makes several optimizer updates per training step; schedules stay in steps.
     per_step = config.mcem.num_weight_updates if algorithm_of(config) == 'mcem' else 1
-    lr: optax.ScalarOrSchedule = opt.learning_rate
+    lr: optax.ScalarOrSchedule = learning_rate
     if opt.schedule == 'cosine':
-        lr = optax.cosine_decay_schedule(opt.learning_rate, config.num_steps * per_step)
+        lr = optax.cosine_decay_schedule(learning_rate, config.num_steps * per_step)
     elif opt.schedule == 'warmup_cosine':
         lr = optax.warmup_cosine_decay_schedule(
             0.0,
-            opt.learning_rate,
+            learning_rate,
             max(opt.warmup_steps * per_step, 1),
             config.num_steps * per_step,
         )
     parts = []
     if opt.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-    if opt.weight_decay > 0 and opt.name != 'adamw':
-        parts.append(optax.add_decayed_weights(opt.weight_decay))
+    if decay and opt.name != 'adamw':
+        parts.append(optax.add_decayed_weights(weight_decay))
     if opt.name == 'adam':
         parts.append(optax.adam(lr))
     elif opt.name == 'adamw':
-        parts.append(optax.adamw(lr, weight_decay=opt.weight_decay))
+        parts.append(optax.adamw(lr, weight_decay=weight_decay))
     elif opt.name == 'adagrad':
         parts.append(optax.adagrad(lr, initial_accumulator_value=opt.adagrad_initial_accumulator))
     elif opt.name == 'sgd':
         parts.append(optax.sgd(lr))
     elif opt.name == 'rmsprop':
         parts.append(optax.rmsprop(lr))
+    else:
+        raise configuration.ConfigError(f'unknown optimizer.name {opt.name!r}')
     return optax.chain(*parts)
 
 
@@ -520,8 +540,11 @@ def summarize(values: np.ndarray) -> tuple[float, float]:
 # --------------------------------------------------------------------------- the loop
 
 
-def prepare_data(config, streams: Streams):
+def prepare_data(config, streams: Streams, splits: data.Splits | None = None):
     """Loads the dataset, checks it against the config, applies fixed binarisation.
+
+    ``splits``: the dataset as ``data.load`` gives it, when the caller has it already
+    (``load_run`` does); otherwise it is loaded here.
 
     Returns:
       (splits, train, valid, test) with arrays as float32 numpy. Evaluation
@@ -529,9 +552,10 @@ def prepare_data(config, streams: Streams):
       Bernoulli draw, the usual protocol for reporting on dynamically binarised
       MNIST.
     """
-    splits = data.load(
-        config.dataset, config.data_dir, valid_size=config.valid_size, seed=config.seed
-    )
+    if splits is None:
+        splits = data.load(
+            config.dataset, config.data_dir, valid_size=config.valid_size, seed=config.seed
+        )
     train, valid, test = splits.train, splits.valid, splits.test
     if config.num_train_examples is not None:
         if config.num_train_examples > train.shape[0]:

@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from vae_jax import configuration, reporting, sweep, train
 
@@ -75,54 +74,6 @@ class _ConfigView:
         return self._config.get(name, default)
 
 
-def make_optimizer(
-    config: ml_collections.ConfigDict,
-    learning_rate: jax.Array | float,
-    weight_decay: jax.Array | float,
-    *,
-    decay: bool,
-) -> optax.GradientTransformation:
-    """``train.make_optimizer`` with the learning rate and weight decay as (traced) arguments.
-
-    Hand-written mirror of ``train.make_optimizer`` because that one reads the values from
-    the config, where they cannot be traced. ``decay`` is the structural choice that
-    ``train.make_optimizer`` makes with ``weight_decay > 0``: a point with weight decay 0
-    in a sweep where another point has some adds ``0 * params``, which changes no number.
-    The optimizer states have the same layout and values as ``train.make_optimizer``'s
-    (optax's optimizers keep no learning rate in their state).
-    """
-    opt = config.optimizer
-    per_step = config.mcem.num_weight_updates if train.algorithm_of(config) == 'mcem' else 1
-    lr: optax.ScalarOrSchedule = learning_rate
-    if opt.schedule == 'cosine':
-        lr = optax.cosine_decay_schedule(learning_rate, config.num_steps * per_step)
-    elif opt.schedule == 'warmup_cosine':
-        lr = optax.warmup_cosine_decay_schedule(
-            0.0,
-            learning_rate,
-            max(opt.warmup_steps * per_step, 1),
-            config.num_steps * per_step,
-        )
-    parts = []
-    if opt.grad_clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-    if decay and opt.name != 'adamw':
-        parts.append(optax.add_decayed_weights(weight_decay))
-    if opt.name == 'adam':
-        parts.append(optax.adam(lr))
-    elif opt.name == 'adamw':
-        parts.append(optax.adamw(lr, weight_decay=weight_decay))
-    elif opt.name == 'adagrad':
-        parts.append(optax.adagrad(lr, initial_accumulator_value=opt.adagrad_initial_accumulator))
-    elif opt.name == 'sgd':
-        parts.append(optax.sgd(lr))
-    elif opt.name == 'rmsprop':
-        parts.append(optax.rmsprop(lr))
-    else:
-        raise configuration.ConfigError(f'unknown optimizer.name {opt.name!r}')
-    return optax.chain(*parts)
-
-
 def _flat(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """``{dotted.field: value}`` for every leaf field of ``config``."""
     out = {}
@@ -164,7 +115,12 @@ def make_vectorized_multi_step(model, config: ml_collections.ConfigDict, *, deca
     """
 
     def one_point(state, train_data, indices, key, hyper):
-        tx = make_optimizer(config, hyper['learning_rate'], hyper['weight_decay'], decay=decay)
+        tx = train.make_optimizer(
+            config,
+            learning_rate=hyper['learning_rate'],
+            weight_decay=hyper['weight_decay'],
+            decay=decay,
+        )
         view = _ConfigView(config, beta=hyper['beta'])
         step = train.make_train_step(model, tx, view)
         return train.make_multi_step(step)(state, train_data, indices, key)
@@ -232,7 +188,7 @@ def train_vectorized(
     decay = any(c.optimizer.weight_decay > 0 for c in configs)
     states = []
     for c, s in zip(configs, streams, strict=True):
-        tx = make_optimizer(c, c.optimizer.learning_rate, c.optimizer.weight_decay, decay=decay)
+        tx = train.make_optimizer(c, decay=decay)
         states.append(train.init_state(c, model, tx, event_shape, s, num_train=num_train))
     state = _stack(states)
     keys = jnp.stack([s.train for s in streams])

@@ -10,15 +10,12 @@ trained again, an interrupted one resumes.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime
 import json
 import os
 import shlex
 import sys
-import time
-from typing import Any
 
 import ml_collections
 
@@ -27,7 +24,7 @@ if REPO not in sys.path:  # Run as a script from anywhere: `configs` and `vae_ja
     sys.path.insert(0, REPO)
 
 from configs.paper import frey_face, mnist, mnist_marginal  # noqa: E402
-from vae_jax import train  # noqa: E402
+from vae_jax import sweep  # noqa: E402
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), 'shared', 'data')
 
@@ -167,20 +164,9 @@ def run_name(dataset: str, latent_dim: int, algorithm: str, num_train: int | Non
     return f'{dataset}_z{latent_dim}_{algorithm}{suffix}'
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains (or resumes, or skips a finished run) and returns its results.json."""
-    results_path = os.path.join(workdir, 'results.json')
-    if os.path.exists(results_path):
-        with open(results_path) as f:
-            results = json.load(f)
-        if results.get('train_steps') == config.num_steps:
-            return results
-    t0 = time.perf_counter()
-    results = train.train_and_evaluate(config, workdir)
-    results['wall_seconds'] = time.perf_counter() - t0
-    with open(results_path, 'w') as f:
-        json.dump(results, f, indent=2)
-    return results
+# Runs are trained, resumed or skipped exactly as sweep points are.
+run = sweep.run_point
+write_csv = sweep.write_csv
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
@@ -191,16 +177,6 @@ def read_metrics(workdir: str) -> list[dict[str, float]]:
             row = json.loads(line)
             rows.setdefault(int(row['step']), {}).update(row)
     return [rows[s] for s in sorted(rows)]
-
-
-def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def pyplot():

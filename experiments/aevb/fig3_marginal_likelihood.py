@@ -83,13 +83,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
             # this figure estimates on (MCEM's is AIS from the prior, the costly one).
             config.eval_max_examples = scale.fig3_eval_examples
             config.eval_ais_steps = scale.fig3_ais_steps
+            # The examples App. D estimates on: the run's own, loaded once per run.
+            _, train_x, _, test_x = train.prepare_data(config, train.Streams(config.seed))
             for steps in scale.fig3_steps:
                 # num_steps may grow on resume: each segment continues the same run.
                 config.num_steps = steps
                 config.checkpoint_every_steps = steps
                 results = common.run(config, workdir)
                 run = train.load_run(workdir)
-                _, train_x, _, test_x = train.prepare_data(config, train.Streams(config.seed))
                 n = scale.fig3_eval_examples
                 rows.append(
                     {
