@@ -111,6 +111,12 @@ def get_config() -> ml_collections.ConfigDict:
     # `device_data_max_mb`), 'device' or 'host' (stream minibatches).
     config.data_placement = 'auto'
     config.device_data_max_mb = 1024
+    # Data-parallel training over every device of every process (vae_jax/parallel.py): a
+    # Mesh with a 'data' axis, each minibatch split along it (batch_size must be a
+    # multiple of the device count), parameters replicated. Batches are then gathered on
+    # the host each dispatch (data_placement is not used). Equal to one-device training
+    # to float tolerance; required for multi-host runs (README, "Sweeps and scale").
+    config.data_parallel = False
 
     # Log train metrics every this many steps.
     config.log_every_steps = 100

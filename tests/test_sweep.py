@@ -104,3 +104,52 @@ def test_command_line_with_a_config_files_get_sweep(tmp_path):
     )
     assert bad.returncode != 0
     assert 'latnt_dim' in bad.stderr and 'Traceback' not in bad.stderr
+
+
+def test_vectorized_sweep_matches_point_by_point(tmp_path, monkeypatch):
+    from vae_jax import vectorized
+
+    config = tiny_config(num_steps=10, log_every_steps=5)
+    points = sweep.product(latent_dim=[2, 4], seed=[0, 1])
+    alone = sweep.run_sweep(config, points, str(tmp_path / 'alone'))
+
+    groups = []
+    train_vectorized = vectorized.train_vectorized
+
+    def recording(config, points, **kw):
+        groups.append([dict(p) for p in points])
+        return train_vectorized(config, points, **kw)
+
+    monkeypatch.setattr(vectorized, 'train_vectorized', recording)
+    together = sweep.run_sweep(config, points, str(tmp_path / 'together'), vectorize=True)
+    # One program per latent size (shapes differ), the two seeds of each in it.
+    assert groups == [points[:2], points[2:]]
+    for a, b in zip(alone, together, strict=True):
+        assert a['point'] == b['point'] and b['train_steps'] == 10
+        for key in ('test_elbo', 'test_log_likelihood'):
+            assert b[key] == pytest.approx(a[key], rel=1e-4)
+    for name in ('latent_dim=2,seed=1', 'latent_dim=4,seed=0'):
+        run = tmp_path / 'together' / name
+        logged = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
+        assert [r['step'] for r in logged if 'train_elbo' in r] == [5, 10]
+        assert (run / 'results.json').exists() and (run / 'checkpoints' / '10').is_dir()
+
+    # A rerun trains nothing.
+    groups.clear()
+    sweep.run_sweep(config, points, str(tmp_path / 'together'), vectorize=True)
+    assert groups == []
+
+
+def test_vectorized_groups_split_by_shape_and_decay():
+    from vae_jax import vectorized
+
+    base = tiny_config()
+    points = [
+        {'seed': 0},
+        {'seed': 1, 'optimizer.learning_rate': 3e-3},
+        {'latent_dim': 2},
+        {'optimizer.weight_decay': 1e-3},
+        {'seed': 2, 'optimizer.weight_decay': 1e-2},
+    ]
+    configs = [sweep.apply(base, p) for p in points]
+    assert vectorized.groups(configs) == [[0, 1], [2], [3, 4]]

@@ -22,15 +22,20 @@ References:
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import distributions, objectives
+
+if TYPE_CHECKING:
+    import blackjax
 
 SCHEDULES = ('sigmoid', 'linear')
 
@@ -42,8 +47,21 @@ _STEP_MIN, _STEP_MAX = 1e-4, 0.5
 _ACCEPTANCE_SMOOTHING = 0.9
 # The sigmoid schedule of Wu et al. spans sigmoid(-4) .. sigmoid(4) before rescaling.
 _SIGMOID_RADIUS = 4.0
-# Velocity-Verlet HMC; built once, the target density is an argument of each call.
-_HMC_KERNEL = blackjax.mcmc.hmc.build_kernel()
+
+
+def blackjax_hmc():
+    """``blackjax.mcmc.hmc``, imported on first use.
+
+    Importing blackjax starts jax's backend, which must wait for
+    ``jax.distributed.initialize`` in multi-host runs (vae_jax/parallel.py).
+    """
+    return importlib.import_module('blackjax.mcmc.hmc')
+
+
+@functools.cache
+def _hmc_kernel():
+    """Velocity-Verlet HMC; built once, the target density is an argument of each call."""
+    return blackjax_hmc().build_kernel()
 
 
 def annealing_schedule(num_annealing_steps: int, schedule: str = 'sigmoid') -> np.ndarray:
@@ -126,7 +144,7 @@ def hmc_step(
     key_jitter, key_kernel = jax.random.split(key)
     step_size = step_size * jax.random.uniform(key_jitter, (), jnp.float32, 0.8, 1.2)
     inverse_mass_matrix = jnp.ones(state.position.shape, state.position.dtype)
-    return _HMC_KERNEL(
+    return _hmc_kernel()(
         key_kernel, state, logdensity_fn, step_size, inverse_mass_matrix, num_leapfrog_steps
     )
 
@@ -171,7 +189,7 @@ def _anneal(
         # state for the new density: blackjax caches log f and its gradient in the state,
         # so a state carried over from f_{beta_{t-1}} would be stale.
         (log_f_z, g), grad = jax.value_and_grad(log_f, has_aux=True)(z, beta)
-        state = blackjax.mcmc.hmc.HMCState(z, log_f_z, grad)
+        state = blackjax_hmc().HMCState(z, log_f_z, grad)
         state, info = hmc_step(key, state, lambda z: log_f(z, beta)[0], eps, num_leapfrog_steps)
         return state.position, (beta - beta_prev) * g, info.acceptance_rate
 
@@ -441,7 +459,7 @@ def hmc_marginal_likelihood(
         return hmc_step(key, state, lambda z: log_joint(z, x_b), eps, num_leapfrog_steps)
 
     step_all = jax.vmap(chain_step)  # over examples
-    init_all = jax.vmap(lambda z, x_b: blackjax.mcmc.hmc.init(z, lambda z: log_joint(z, x_b)))
+    init_all = jax.vmap(lambda z, x_b: blackjax_hmc().init(z, lambda z: log_joint(z, x_b)))
 
     def burn_body(carry, step_key):
         state, eps, avg_acc = carry

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import blackjax
 import jax
 import jax.numpy as jnp
 
@@ -261,7 +260,7 @@ def hmc_e_step(
     log_joint = ais.log_joint_fn(decode, likelihood)
 
     def init_one(z, x_b):
-        return blackjax.mcmc.hmc.init(z, lambda z: log_joint(z, x_b))
+        return ais.blackjax_hmc().init(z, lambda z: log_joint(z, x_b))
 
     def step_one(key, state, x_b, eps):
         state, info = ais.hmc_step(key, state, lambda z: log_joint(z, x_b), eps, num_leapfrog_steps)

@@ -67,6 +67,10 @@ RESUME_SAFE_FIELDS = frozenset(
         'data_dir',
         'data_placement',
         'device_data_max_mb',
+        # Where the work runs: on one process, not what it computes (equal to float
+        # tolerance); with several, the data order depends on the process count
+        # (vae_jax/parallel.py), which the README's multi-host section says.
+        'data_parallel',
         # What a NaN or infinity does (stop or skip that step): nothing before it changes.
         'nonfinite',
     }
@@ -84,6 +88,7 @@ _IMPLIED_WHEN_ABSENT = {
     'eval_max_examples': 0,
     'eval_test_during_training': False,
     'nonfinite': 'stop',
+    'data_parallel': False,
 }
 _IGNORED_WHEN_ABSENT_PREFIXES = ('mcem.',)
 
@@ -190,15 +195,26 @@ def manager(workdir: str, keep: int, *, read_only: bool = False) -> ocp.Checkpoi
     # short by a kill (orbax's *.orbax-checkpoint-tmp-*) are removed on start.
     # The handler is named so that `item_metadata` can read a checkpoint's shapes
     # before anything was saved or restored with this manager.
+    directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    multiprocess = {}
+    if jax.process_count() > 1:
+        # Multi-host runs keep replicated state: process 0 alone saves and restores it
+        # (vae_jax/train.py), so orbax must not wait for the other processes.
+        if not read_only:
+            os.makedirs(directory, exist_ok=True)  # orbax cannot create it in this mode.
+        multiprocess['multiprocessing_options'] = ocp.options.MultiprocessingOptions(
+            primary_host=jax.process_index(), active_processes={jax.process_index()}
+        )
     with _quiet():
         return ocp.CheckpointManager(
-            os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
+            directory,
             item_handlers=ocp.StandardCheckpointHandler(),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep,
-                create=not read_only,
+                create=not read_only and not multiprocess,
                 enable_async_checkpointing=False,
                 cleanup_tmp_directories=not read_only,
+                **multiprocess,
             ),
         )
 

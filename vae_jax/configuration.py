@@ -121,6 +121,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     target = config.mcem.target_acceptance
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
         raise ConfigError(f'config.mcem.target_acceptance must be in (0, 1), got {target!r}.')
+    data_parallel = config.get('data_parallel', False)  # Absent from older stored configs.
+    if not isinstance(data_parallel, bool):
+        raise ConfigError(f'config.data_parallel must be True or False, got {data_parallel!r}.')
+    if data_parallel and config.algorithm == 'mcem':
+        raise ConfigError(
+            'config.data_parallel=True does not apply to algorithm=mcem (its per-example '
+            'chains live on one device); set --config.data_parallel=False.'
+        )
     if config.algorithm != 'aevb':
         # The baselines have objectives of their own; AEVB's settings would be ignored silently.
         for field, aevb_only in (

@@ -8,6 +8,12 @@ checkpoint. Exit status: 0 done; 1 an error, reported as one line that names the
 field or file and the fix (bad config or data, a workdir holding another run or
 unusable checkpoints, a non-finite loss); 143 or 130 stopped by SIGTERM or SIGINT
 after saving a checkpoint (rerun to resume).
+
+Multi-host (README, "Sweeps and scale"): start one process per host with
+``--config.data_parallel=True`` and ``--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I`` (or the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+JAX_PROCESS_ID), or ``--multihost`` alone where jax detects the cluster (SLURM, Open MPI,
+Kubernetes, Cloud TPU).
 """
 
 import sys
@@ -15,7 +21,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import checkpointing, configuration, data, reporting, train
+from vae_jax import checkpointing, configuration, data, parallel, reporting, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config().', lock_config=True
@@ -26,6 +32,25 @@ _RESTART = flags.DEFINE_bool(
     False,
     'Move the run already in --workdir (checkpoints, config, logs, results) into '
     'WORKDIR/previous-<time>/ and train from step 0, e.g. when no checkpoint is usable.',
+)
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address',
+    None,
+    f'Multi-host: HOST:PORT of process 0 (default ${parallel.ENV_COORDINATOR}).',
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes',
+    None,
+    f'Multi-host: number of processes (default ${parallel.ENV_NUM_PROCESSES}).',
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, f'Multi-host: this process, 0..N-1 (default ${parallel.ENV_PROCESS_ID}).'
+)
+_MULTIHOST = flags.DEFINE_bool(
+    'multihost',
+    False,
+    'Multi-host with the cluster detected by jax (SLURM, Open MPI, Kubernetes, Cloud TPU) '
+    'when no coordinator address, process count or id is given.',
 )
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -62,6 +87,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    try:
+        parallel.initialize(
+            _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_MULTIHOST.value
+        )
+    except ValueError as e:
+        sys.exit(f'error: {e}')
     try:
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, restart=_RESTART.value)
     except train.TrainingInterrupted as e:

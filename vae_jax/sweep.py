@@ -12,6 +12,10 @@ there for its ``num_steps`` is skipped, so an interrupted sweep resumes where it
 stopped. ``WORKDIR/sweep_results.csv`` gets one row per point (its overrides, final
 test ELBO and log-likelihood, steps, wall time) and ``WORKDIR/sweep_results.png``
 plots the test metrics against the first swept field.
+
+``--vectorize`` trains the points that differ only in numeric values (seed, learning
+rate, beta, weight decay) together in one compiled program per group of equal shapes
+(``vae_jax.vectorized``), then evaluates each point in its workdir as above.
 """
 
 from __future__ import annotations
@@ -125,9 +129,19 @@ def load_sweep(config_path: str) -> list[Point] | None:
 
 
 def run_sweep(
-    config: ml_collections.ConfigDict, points: list[Point], workdir: str
+    config: ml_collections.ConfigDict,
+    points: list[Point],
+    workdir: str,
+    *,
+    vectorize: bool = False,
 ) -> list[dict[str, Any]]:
-    """Trains every point not finished yet; writes and returns the results table."""
+    """Trains every point not finished yet; writes and returns the results table.
+
+    ``vectorize``: points that differ only in ``vectorized.VECTORIZABLE_FIELDS`` train
+    together, one compiled program per group (``vectorized.groups``), before each point
+    is evaluated in its workdir; points with a checkpoint of their own already (an
+    interrupted earlier sweep) resume alone.
+    """
     if not points:
         raise configuration.ConfigError('the sweep has no points.')
     names = [point_name(p) for p in points]
@@ -137,10 +151,15 @@ def run_sweep(
     for c in configs:  # Every point is checked before the first one trains.
         configuration.validate(c)
     os.makedirs(workdir, exist_ok=True)
+    shared_seconds = [0.0] * len(points)  # Each point's share of its group's training.
+    if vectorize:
+        shared_seconds = _train_groups(
+            config, points, configs, [os.path.join(workdir, n) for n in names]
+        )
     rows = []
     for i, (point, name, c) in enumerate(zip(points, names, configs, strict=True)):
         logging.info('sweep point %d/%d: %s', i + 1, len(points), name)
-        results = run_point(c, os.path.join(workdir, name))
+        results = run_point(c, os.path.join(workdir, name), extra_seconds=shared_seconds[i])
         rows.append(
             {
                 'point': name,
@@ -157,11 +176,47 @@ def run_sweep(
     return rows
 
 
-def run_point(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _train_groups(
+    config: ml_collections.ConfigDict,
+    points: list[Point],
+    configs: list[ml_collections.ConfigDict],
+    workdirs: list[str],
+) -> list[float]:
+    """Vectorised training of the points not started yet; each point's share of the time."""
+    from vae_jax import vectorized  # Deferred: vectorized builds on this module.
+
+    shares = [0.0] * len(points)
+    fresh = [i for i, w in enumerate(workdirs) if not _started(w)]
+    for group in vectorized.groups([configs[i] for i in fresh]):
+        members = [fresh[g] for g in group]
+        if len(members) < 2:
+            continue  # Trained alone by run_point.
+        logging.info(
+            'training %d points together: %s', len(members), [workdirs[i] for i in members]
+        )
+        seconds = vectorized.train_into_workdirs(
+            config, [points[i] for i in members], [workdirs[i] for i in members]
+        )
+        for i in members:
+            shares[i] = seconds / len(members)
+    return shares
+
+
+def _started(workdir: str) -> bool:
+    """Whether ``workdir`` holds a run already (a config or checkpoints)."""
+    return os.path.exists(os.path.join(workdir, checkpointing.CONFIG_FILE)) or os.path.isdir(
+        os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    )
+
+
+def run_point(
+    config: ml_collections.ConfigDict, workdir: str, *, extra_seconds: float = 0.0
+) -> dict[str, Any]:
     """Trains (or resumes) one run and returns its results, adding ``wall_seconds``.
 
     A run whose ``results.json`` is already there for ``config.num_steps`` is not
-    trained again: its results are returned as they are.
+    trained again: its results are returned as they are. ``extra_seconds`` (the point's
+    share of a vectorised training, see ``run_sweep``) is added to ``wall_seconds``.
     """
     path = os.path.join(workdir, 'results.json')
     if os.path.exists(path):
@@ -172,7 +227,7 @@ def run_point(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
             return results
     t0 = time.perf_counter()
     results = train.train_and_evaluate(config, workdir)
-    results['wall_seconds'] = time.perf_counter() - t0
+    results['wall_seconds'] = time.perf_counter() - t0 + extra_seconds
     with open(path, 'w') as f:
         json.dump(results, f, indent=2)
     return results
@@ -241,6 +296,13 @@ def _define_flags() -> None:
         "Points as a product, e.g. 'latent_dim=2,5,10;seed=0,1' (tuples as 400x400). "
         "Empty: the config file's get_sweep().",
     )
+    _FLAGS['vectorize'] = flags.DEFINE_bool(
+        'vectorize',
+        False,
+        'Train points that differ only in seed, learning rate, beta or weight decay together '
+        '(one jax.vmap program per group of equal shapes; vae_jax/vectorized.py), spread over '
+        'the local devices when their number divides the group.',
+    )
     flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -257,7 +319,7 @@ def main(argv):
                 raise configuration.ConfigError(
                     'the config file defines no get_sweep(); pass --sweep=field=v1,v2;...'
                 )
-        rows = run_sweep(config, points, workdir)
+        rows = run_sweep(config, points, workdir, vectorize=_FLAGS['vectorize'].value)
     except (
         configuration.ConfigError,
         data.DataError,

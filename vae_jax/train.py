@@ -49,6 +49,7 @@ from vae_jax import (
     estimators,
     models,
     objectives,
+    parallel,
     plotting,
     reporting,
 )
@@ -401,6 +402,21 @@ def make_multi_step(step: Callable) -> Callable:
     return multi_step
 
 
+def make_multi_step_on_batches(step: Callable) -> Callable:
+    """state, batches [n, M, ...], key data -> state, metrics [n]: n steps on given batches.
+
+    For data-parallel training (``vae_jax.parallel``), where the batches arrive split over
+    the devices; ``key_data`` is ``jax.random.key_data`` of the training stream so that it
+    can be replicated like any array. No example indices: MCEM is not data-parallel.
+    """
+
+    def multi_step(state, batches, key_data):
+        key = jax.random.wrap_key_data(key_data)
+        return jax.lax.scan(lambda s, x: step(s, x, key, None), state, batches)
+
+    return multi_step
+
+
 def batch_indices(seed: int, num_train: int, batch_size: int, start: int, count: int) -> np.ndarray:
     """Example indices of steps [start, start + count): ``[count, batch_size]`` int32.
 
@@ -597,7 +613,7 @@ def _next_stop(step: int, config) -> int:
     return stop
 
 
-def _merge_metrics(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
+def merge_metrics(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
     """Per-step metrics of a logging window -> window means; ``skipped`` -> a count.
 
     Steps skipped for non-finite values (``config.nonfinite='skip'``) are left out of
@@ -619,7 +635,11 @@ def _on_device(config, train: np.ndarray) -> bool:
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *, restart: bool = False
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    restart: bool = False,
+    on_trained: Callable[[TrainState], None] | None = None,
 ) -> dict[str, Any]:
     """Trains (resuming from the latest usable checkpoint in ``workdir``), then evaluates.
 
@@ -628,6 +648,8 @@ def train_and_evaluate(
       workdir: checkpoints, logs and results; rerunning on it resumes.
       restart: first move the run already in ``workdir`` aside
         (``checkpointing.move_run_aside``) and train from step 0.
+      on_trained: called with the final state (this process's local arrays) on every
+        process before the final evaluation (the multi-host test compares processes).
 
     Returns:
       The final results, also written to ``workdir/results.json``.
@@ -641,10 +663,18 @@ def train_and_evaluate(
       TrainingInterrupted: SIGTERM or SIGINT; a checkpoint at the current step was saved.
     """
     configuration.validate(config)
-    os.makedirs(workdir, exist_ok=True)
-    if restart:
-        checkpointing.move_run_aside(workdir)
-    checkpointing.write_or_check_config(config, workdir)
+    data_parallel = config.get('data_parallel', False)
+    if jax.process_count() > 1 and not data_parallel:
+        raise configuration.ConfigError(
+            f'{jax.process_count()} processes would each train a copy of the run: set '
+            '--config.data_parallel=True for multi-host training.'
+        )
+    primary = parallel.is_primary()  # Only process 0 writes the workdir.
+    if primary:
+        os.makedirs(workdir, exist_ok=True)
+        if restart:
+            checkpointing.move_run_aside(workdir)
+        checkpointing.write_or_check_config(config, workdir)
     streams = Streams(config.seed)
     splits, train, valid, test = prepare_data(config, streams)
     event_shape = splits.event_shape
@@ -660,21 +690,40 @@ def train_and_evaluate(
     model = make_model(config, event_shape)
     tx = make_optimizer(config)
     state = init_state(config, model, tx, event_shape, streams, num_train=train.shape[0])
-    manager = checkpointing.manager(workdir, config.keep_checkpoints)
-    state = checkpointing.restore(manager, state, workdir)
+    manager = checkpointing.manager(workdir, config.keep_checkpoints) if primary else None
+    if primary:
+        state = checkpointing.restore(manager, state, workdir)
+    state = parallel.broadcast_from_primary(state)
     start_step = int(state.step)
     if start_step:
         logging.info('resumed from step %d in %s', start_step, workdir)
 
     step_fn = make_train_step(model, tx, config)
-    on_device = _on_device(config, train)
-    if on_device:
-        train_dev = jax.device_put(train)
-        multi = jax.jit(make_multi_step(step_fn), donate_argnums=(0,))
+    on_device = False
+    if data_parallel:
+        dp = parallel.DataParallel(config.batch_size)
+        logging.info('data-parallel over %d devices: %s', jax.device_count(), dp.mesh)
+        train_local = parallel.process_shard(train)  # This process's examples.
+        state = dp.replicate(state)
+        key_data = dp.replicate(jax.random.key_data(streams.train))
+        multi = jax.jit(
+            make_multi_step_on_batches(step_fn),
+            out_shardings=dp.replicated,
+            donate_argnums=(0,),
+        )
     else:
-        single = jax.jit(step_fn, donate_argnums=(0,))
+        on_device = _on_device(config, train)
+        if on_device:
+            train_dev = jax.device_put(train)
+            multi = jax.jit(make_multi_step(step_fn), donate_argnums=(0,))
+        else:
+            single = jax.jit(step_fn, donate_argnums=(0,))
     elbo_fn, log_px_fn = make_eval_fns(model, config)
     has_encoder = algorithm_of(config) != 'mcem'  # MCEM trains no encoder: no ELBO.
+
+    def host_state():
+        """The state as this process's local arrays (for evaluation and checkpoints)."""
+        return parallel.to_host(state) if data_parallel else state
 
     def mean_elbo(params, x) -> float:
         res = map_batches(
@@ -682,7 +731,7 @@ def train_and_evaluate(
         )
         return float(np.mean(res['elbo']))
 
-    writer = reporting.MetricWriter(workdir, start_step)
+    writer = reporting.MetricWriter(workdir, start_step) if primary else None
     progress = reporting.Progress(config.num_steps, start_step)
     num_train = train.shape[0]
     step = start_step
@@ -691,33 +740,44 @@ def train_and_evaluate(
     skip = nonfinite_of(config) == 'skip'
     with _StopSignals() as signals:
         while True:
-            if signals.signum is not None:
+            # With several processes all must stop at the same step: they agree here.
+            if parallel.any_process(signals.signum is not None):
+                signum = signals.signum or signal.SIGTERM  # Another process was signalled.
                 # Between dispatches the state is that of `step`, and finite (checked below).
                 logging.warning(
                     '%s received: saving a checkpoint at step %d and stopping',
-                    signal.Signals(signals.signum).name,
+                    signal.Signals(signum).name,
                     step,
                 )
-                checkpointing.save(manager, step, state)
-                checkpointing.wait(manager)
+                if primary:
+                    checkpointing.save(manager, step, host_state())
+                    checkpointing.wait(manager)
+                    writer.close()
                 progress.close()
-                writer.close()
-                raise TrainingInterrupted(signals.signum, step, workdir)
+                raise TrainingInterrupted(signum, step, workdir)
             if step >= config.num_steps:
                 break
             stop = _next_stop(step, config)
-            idx = batch_indices(config.seed, num_train, config.batch_size, step, stop - step)
             t0 = time.perf_counter()
-            if on_device:
-                state, metrics = multi(state, train_dev, jnp.asarray(idx), streams.train)
+            if data_parallel:
+                idx = batch_indices(
+                    config.seed, train_local.shape[0], dp.local_batch_size, step, stop - step
+                )
+                batches = dp.global_batches(train_local[idx])
+                state, metrics = multi(state, batches, key_data)
+                metrics = parallel.to_host(metrics)
             else:
-                batches = ((train[i], i) for i in idx)
-                per_step = []
-                for xb, ib in _prefetch(batches):
-                    state, m = single(state, xb, streams.train, ib)
-                    per_step.append(m)
-                metrics = jax.tree.map(lambda *v: jnp.stack(v), *per_step)
-            metrics = jax.device_get(metrics)
+                idx = batch_indices(config.seed, num_train, config.batch_size, step, stop - step)
+                if on_device:
+                    state, metrics = multi(state, train_dev, jnp.asarray(idx), streams.train)
+                else:
+                    batches = ((train[i], i) for i in idx)
+                    per_step = []
+                    for xb, ib in _prefetch(batches):
+                        state, m = single(state, xb, streams.train, ib)
+                        per_step.append(m)
+                    metrics = jax.tree.map(lambda *v: jnp.stack(v), *per_step)
+                metrics = jax.device_get(metrics)
             dt = time.perf_counter() - t0
             if step > start_step:  # the first dispatch includes compilation
                 train_seconds += dt
@@ -728,7 +788,7 @@ def train_and_evaluate(
                 reporting.check_finite(metrics, step, manager)
 
             if step % config.log_every_steps == 0 or step == config.num_steps:
-                merged = _merge_metrics(pending)
+                merged = merge_metrics(pending)
                 pending = []
                 if merged.get('skipped_steps'):
                     logging.warning(
@@ -742,20 +802,28 @@ def train_and_evaluate(
                 if math.isfinite(rate):  # Unknown until a dispatch after compilation.
                     scalars['steps_per_sec'] = rate
                 if has_encoder and config.eval_every_steps and step % config.eval_every_steps == 0:
-                    scalars['valid_elbo'] = mean_elbo(state.params, valid)
+                    params = host_state().params
+                    scalars['valid_elbo'] = mean_elbo(params, valid)
                     if config.eval_test_during_training:
-                        scalars['test_elbo'] = mean_elbo(state.params, test)
-                writer.write(step, scalars)
-                progress.update(
-                    step, merged.get('elbo', merged.get('objective', float('nan'))), rate
+                        scalars['test_elbo'] = mean_elbo(params, test)
+                if primary:
+                    writer.write(step, scalars)
+                    progress.update(
+                        step, merged.get('elbo', merged.get('objective', float('nan'))), rate
+                    )
+            if primary and (step % config.checkpoint_every_steps == 0 or step == config.num_steps):
+                checkpointing.save(manager, step, host_state())
+            if primary and config.image_every_steps and step % config.image_every_steps == 0:
+                save_images(
+                    config, workdir, model, host_state().params, test, streams.images, step=step
                 )
-            if step % config.checkpoint_every_steps == 0 or step == config.num_steps:
-                checkpointing.save(manager, step, state)
-            if config.image_every_steps and step % config.image_every_steps == 0:
-                save_images(config, workdir, model, state.params, test, streams.images, step=step)
     progress.close()
-    checkpointing.save(manager, int(state.step), state)
-    checkpointing.wait(manager)
+    state = host_state()
+    if primary:
+        checkpointing.save(manager, int(state.step), state)
+        checkpointing.wait(manager)
+    if on_trained is not None:
+        on_trained(state)
 
     # Final evaluation.
     params = state.params
@@ -775,13 +843,14 @@ def train_and_evaluate(
         ),
         eval_seconds=time.perf_counter() - t0,
     )
-    save_images(config, workdir, model, params, test, streams.images)
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=2)
-    writer.write(
-        int(state.step), {f'final_{k}': v for k, v in results.items() if isinstance(v, float)}
-    )
-    writer.close()
+    if primary:
+        save_images(config, workdir, model, params, test, streams.images)
+        with open(os.path.join(workdir, 'results.json'), 'w') as f:
+            json.dump(results, f, indent=2)
+        writer.write(
+            int(state.step), {f'final_{k}': v for k, v in results.items() if isinstance(v, float)}
+        )
+        writer.close()
     logging.info('results: %s', json.dumps(results))
     return results
 

@@ -11,7 +11,11 @@ its own ``train.Streams(seed)`` (initial parameters, binarisation and z noise), 
 own data order ``train.batch_indices(seed, ...)`` and its own hyperparameters, so the
 final parameters equal those of the single runs to float tolerance (vmapped matrix
 products may sum in another order). Only training is vectorised: there is no
-evaluation, checkpoint or workdir here.
+evaluation, checkpoint or workdir here (``vae_jax.sweep --vectorize`` adds them).
+
+With several local devices and a number of points that they divide, the points are
+spread over the devices (a ``Mesh`` with a ``points`` axis; each device trains
+``P / devices`` of them, the training set copied to each): no communication at all.
 
   result = vectorized.train_vectorized(config, sweep.product(seed=[0, 1, 2]))
   result.params[1]  # The parameters of the point seed=1.
@@ -19,6 +23,8 @@ evaluation, checkpoint or workdir here.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -26,8 +32,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vae_jax import configuration, reporting, sweep, train
+from vae_jax import checkpointing, configuration, parallel, reporting, sweep, train
 
 # Fields that may differ between the points of one vectorised sweep: each becomes a
 # traced per-point value [P]; every other field must be equal across the points.
@@ -139,6 +147,7 @@ def train_vectorized(
     *,
     train_data: np.ndarray | None = None,
     on_dispatch: Callable[[], None] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> VectorizedResult:
     """Trains every point of ``points`` at once: one jitted, vmapped program per dispatch.
 
@@ -151,6 +160,9 @@ def train_vectorized(
         ``config.dataset`` (for benchmarks); no binarisation is applied to it beyond
         the config's dynamic binarisation in the step.
       on_dispatch: called after each dispatch (tests count them).
+      devices: where to train (default ``jax.local_devices()``); the points are spread
+        over them when their number divides the number of points, else all train on the
+        first.
 
     Returns:
       A ``VectorizedResult``; ``params[i]`` equals, to float tolerance, the parameters
@@ -181,7 +193,8 @@ def train_vectorized(
     # Static binarisation draws from each point's own stream: stack only if they differ.
     shared = all(np.array_equal(trains[0], t) for t in trains[1:])
     data_axis = None if shared else 0
-    train_dev = jax.device_put(trains[0] if shared else np.stack(trains))
+    place, place_data = _placement(len(points), devices)
+    train_dev = place_data(trains[0]) if shared else place(np.stack(trains))
     num_train = trains[0].shape[0]
 
     model = train.make_model(base, event_shape)
@@ -190,13 +203,15 @@ def train_vectorized(
     for c, s in zip(configs, streams, strict=True):
         tx = train.make_optimizer(c, decay=decay)
         states.append(train.init_state(c, model, tx, event_shape, s, num_train=num_train))
-    state = _stack(states)
-    keys = jnp.stack([s.train for s in streams])
-    hyper = {
-        'learning_rate': jnp.asarray([c.optimizer.learning_rate for c in configs], jnp.float32),
-        'weight_decay': jnp.asarray([c.optimizer.weight_decay for c in configs], jnp.float32),
-        'beta': jnp.asarray([c.beta for c in configs], jnp.float32),
-    }
+    state = place(_stack(states))
+    keys = place(jnp.stack([s.train for s in streams]))
+    hyper = place(
+        {
+            'learning_rate': np.asarray([c.optimizer.learning_rate for c in configs], np.float32),
+            'weight_decay': np.asarray([c.optimizer.weight_decay for c in configs], np.float32),
+            'beta': np.asarray([c.beta for c in configs], np.float32),
+        }
+    )
     multi = jax.jit(
         make_vectorized_multi_step(model, base, decay=decay, data_axis=data_axis),
         donate_argnums=(0,),
@@ -212,10 +227,20 @@ def train_vectorized(
                 for c in configs
             ]
         )
-        state, metrics = multi(state, train_dev, jnp.asarray(idx), keys, hyper)
+        state, metrics = multi(state, train_dev, place(idx), keys, hyper)
         if on_dispatch is not None:
             on_dispatch()
         per_dispatch.append(metrics)
+        if stop == num_steps or stop // base.log_every_steps > step // base.log_every_steps:
+            bound = 'elbo' if 'elbo' in metrics else 'objective'
+            logging.info(
+                'step %d/%d: train %s of the %d points %s',
+                stop,
+                num_steps,
+                bound,
+                len(points),
+                np.round(np.asarray(metrics[bound][:, -1]), 2).tolist(),
+            )
         step = stop
     metrics = (
         {
@@ -234,3 +259,81 @@ def train_vectorized(
                 )
     params = [jax.tree.map(lambda x, i=i: x[i], state.params) for i in range(len(points))]
     return VectorizedResult(configs, state, params, metrics)
+
+
+def _placement(num_points: int, devices: Sequence[jax.Device] | None):
+    """(place, place_data): put per-point arrays ``[P, ...]`` and the shared training set.
+
+    Per-point arrays are split along the points over ``devices`` when their number divides
+    ``num_points``; the shared training set is then copied to each device.
+    """
+    devices = list(jax.local_devices() if devices is None else devices)
+    if len(devices) > 1 and num_points % len(devices) == 0:
+        mesh = Mesh(np.array(devices), (parallel.POINTS_AXIS,))
+        per_point = NamedSharding(mesh, PartitionSpec(parallel.POINTS_AXIS))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        logging.info('%d points spread over %d devices', num_points, len(devices))
+        return (
+            lambda tree: jax.device_put(tree, per_point),
+            lambda x: jax.device_put(x, replicated),
+        )
+    if len(devices) > 1:
+        logging.warning(
+            '%d points do not split evenly over %d devices: all train on %s',
+            num_points,
+            len(devices),
+            devices[0],
+        )
+    return (lambda tree: jax.device_put(tree, devices[0]),) * 2
+
+
+def groups(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
+    """Indices of the points that can train together, in first-seen order.
+
+    Points are grouped by every field outside ``VECTORIZABLE_FIELDS`` (so by shape:
+    latent size, widths, ...) and by whether they use weight decay (a structural part of
+    the optimizer state). MCEM points are never grouped.
+    """
+    out: dict[Any, list[int]] = {}
+    for i, c in enumerate(configs):
+        flat = _flat(c)
+        key = tuple(sorted((k, repr(v)) for k, v in flat.items() if k not in VECTORIZABLE_FIELDS))
+        key += (c.optimizer.weight_decay > 0,)
+        if train.algorithm_of(c) == 'mcem':
+            key += (i,)
+        out.setdefault(key, []).append(i)
+    return list(out.values())
+
+
+def train_into_workdirs(
+    config: ml_collections.ConfigDict, points: Sequence[sweep.Point], workdirs: Sequence[str]
+) -> float:
+    """Trains ``points`` together, leaving each workdir as a single run would at its last step.
+
+    Each workdir gets the point's ``config.json``, its training metrics (window means every
+    ``log_every_steps``, as ``train_*`` in metrics.jsonl and TensorBoard; no validation
+    ELBO during training) and a checkpoint at ``num_steps``. ``train.train_and_evaluate``
+    on that workdir then finds training done and runs only the final evaluation.
+
+    Returns:
+      The wall time of the vectorised training, in seconds.
+    """
+    t0 = time.perf_counter()
+    result = train_vectorized(config, points)
+    seconds = time.perf_counter() - t0
+    for i, (c, workdir) in enumerate(zip(result.configs, workdirs, strict=True)):
+        os.makedirs(workdir, exist_ok=True)
+        checkpointing.write_or_check_config(c, workdir)
+        writer = reporting.MetricWriter(workdir, 0)
+        num_steps = next(iter(result.metrics.values())).shape[1] if result.metrics else 0
+        for start in range(0, num_steps, c.log_every_steps):
+            stop = min(start + c.log_every_steps, num_steps)
+            window = {k: v[i, start:stop] for k, v in result.metrics.items()}
+            merged = train.merge_metrics([window])
+            writer.write(stop, {f'train_{k}': v for k, v in merged.items()})
+        writer.close()
+        manager = checkpointing.manager(workdir, c.keep_checkpoints)
+        state = jax.tree.map(lambda x, i=i: x[i], result.state)
+        checkpointing.save(manager, int(state.step), state)
+        checkpointing.wait(manager)
+    return seconds
