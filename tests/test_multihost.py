@@ -36,6 +36,18 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def _popen(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts one process of a pair in the repository root, output captured as text."""
+    return subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=_env() if env is None else env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _wait_all(procs: list[subprocess.Popen], timeout: float = 600) -> list[str]:
     outputs = []
     try:
@@ -53,7 +65,7 @@ def _wait_all(procs: list[subprocess.Popen], timeout: float = 600) -> list[str]:
 def test_two_processes_end_with_identical_parameters(tmp_path):
     port = _free_port()
     procs = [
-        subprocess.Popen(
+        _popen(
             [
                 sys.executable,
                 str(TESTS / 'multihost_worker.py'),
@@ -61,12 +73,7 @@ def test_two_processes_end_with_identical_parameters(tmp_path):
                 str(i),
                 str(tmp_path / f'workdir{i}'),
                 str(tmp_path / f'params{i}.npz'),
-            ],
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            ]
         )
         for i in range(2)
     ]
@@ -116,32 +123,23 @@ def test_main_cli_flags_and_environment(tmp_path):
     workdir = tmp_path / 'run'
     common = _cli(workdir)
     procs = [
-        subprocess.Popen(
+        _popen(
             [
                 *common,
                 f'--coordinator_address=127.0.0.1:{port}',
                 '--num_processes=2',
                 '--process_id=0',
-            ],
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            ]
         ),
-        subprocess.Popen(
+        _popen(
             common,
-            cwd=ROOT,
-            env=_env(
+            _env(
                 **{
                     parallel.ENV_COORDINATOR: f'127.0.0.1:{port}',
                     parallel.ENV_NUM_PROCESSES: '2',
                     parallel.ENV_PROCESS_ID: '1',
                 }
             ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
         ),
     ]
     _wait_all(procs)
@@ -154,18 +152,13 @@ def test_main_cli_flags_and_environment(tmp_path):
 def _start_pair(command: list[str]) -> list[subprocess.Popen]:
     port = _free_port()
     return [
-        subprocess.Popen(
+        _popen(
             [
                 *command,
                 f'--coordinator_address=127.0.0.1:{port}',
                 '--num_processes=2',
                 f'--process_id={i}',
-            ],
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            ]
         )
         for i in range(2)
     ]
