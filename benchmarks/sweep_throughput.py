@@ -26,22 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from configs import default as default_config  # noqa: E402
+from train_throughput import bench_config  # noqa: E402  (one benchmark model for both)
+
 from vae_jax import train, vectorized  # noqa: E402
-
-
-def bench_config(batch_size: int, steps_per_dispatch: int):
-    config = default_config.get_config()
-    config.model.hidden_dims = (400,)
-    config.model.activation = 'relu'
-    config.latent_dim = 20
-    config.likelihood = 'bernoulli'
-    config.binarization = 'none'  # The data is already binary.
-    config.optimizer.name = 'adam'
-    config.optimizer.learning_rate = 1e-3
-    config.batch_size = batch_size
-    config.steps_per_dispatch = steps_per_dispatch
-    return config
 
 
 def train_one(config, train_np: np.ndarray, num_steps: int) -> dict[str, float]:

@@ -49,6 +49,11 @@ def assert_trees_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def assert_trees_close(actual, expected, *, rtol: float = 1e-5, atol: float = 1e-6):
+    for x, y in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
 def test_workdir_outputs(tmp_path):
     results = train.train_and_evaluate(tiny_config(), str(tmp_path))
     for name in (

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from test_train import tiny_config
+from test_train import assert_trees_close, tiny_config
 
 from vae_jax import configuration, train, vectorized
 
@@ -14,18 +14,20 @@ POINTS = [
 ]
 
 
+def _assert_each_point_equals_its_single_run(result, tmp_path):
+    for i, c in enumerate(result.configs):
+        workdir = tmp_path / f'point{i}'
+        train.train_and_evaluate(c, str(workdir))
+        assert_trees_close(result.params[i], train.load_run(str(workdir)).params)
+
+
 def test_equals_single_runs(tmp_path):
     config = tiny_config()
     dispatches = []
     result = vectorized.train_vectorized(config, POINTS, on_dispatch=lambda: dispatches.append(1))
     assert len(dispatches) == config.num_steps // config.steps_per_dispatch
     assert result.metrics['objective'].shape == (len(POINTS), config.num_steps)
-    for i, c in enumerate(result.configs):
-        workdir = tmp_path / f'point{i}'
-        train.train_and_evaluate(c, str(workdir))
-        alone = train.load_run(str(workdir)).params
-        for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(result.params[i]), strict=True):
-            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+    _assert_each_point_equals_its_single_run(result, tmp_path)
     # The points really differ (seeds and learning rates were applied).
     first = jax.tree.leaves(result.params[0])[0]
     assert not np.allclose(first, jax.tree.leaves(result.params[1])[0])
@@ -35,12 +37,7 @@ def test_weight_decay_points_equal_single_runs(tmp_path):
     config = tiny_config(num_steps=10)
     points = [{'optimizer.weight_decay': 0.0}, {'optimizer.weight_decay': 1e-2}]
     result = vectorized.train_vectorized(config, points)
-    for i, c in enumerate(result.configs):
-        workdir = tmp_path / f'point{i}'
-        train.train_and_evaluate(c, str(workdir))
-        alone = train.load_run(str(workdir)).params
-        for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(result.params[i]), strict=True):
-            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+    _assert_each_point_equals_its_single_run(result, tmp_path)
 
 
 def test_compiles_once(monkeypatch):

@@ -321,11 +321,11 @@ def train_into_workdirs(
     t0 = time.perf_counter()
     result = train_vectorized(config, points)
     seconds = time.perf_counter() - t0
+    num_steps = next(iter(result.metrics.values())).shape[1] if result.metrics else 0
     for i, (c, workdir) in enumerate(zip(result.configs, workdirs, strict=True)):
         os.makedirs(workdir, exist_ok=True)
         checkpointing.write_or_check_config(c, workdir)
         writer = reporting.MetricWriter(workdir, 0)
-        num_steps = next(iter(result.metrics.values())).shape[1] if result.metrics else 0
         for start in range(0, num_steps, c.log_every_steps):
             stop = min(start + c.log_every_steps, num_steps)
             window = {k: v[i, start:stop] for k, v in result.metrics.items()}

@@ -11,7 +11,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from test_train import assert_trees_equal, params_of, tiny_config
+from test_train import assert_trees_close, assert_trees_equal, params_of, tiny_config
 
 from vae_jax import configuration, parallel, train, vectorized
 
@@ -45,9 +45,7 @@ def test_equals_one_device(tmp_path, optimizer):
     if optimizer == 'sgd':
         # Adam divides by sqrt(v) + eps, which turns float noise in near-zero gradients
         # into visible parameter differences; SGD shows the parameters themselves agree.
-        a, b = params_of(tmp_path / 'one'), params_of(tmp_path / 'four')
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-            np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-7)
+        assert_trees_close(params_of(tmp_path / 'four'), params_of(tmp_path / 'one'), atol=1e-7)
 
 
 def test_batch_is_split_and_gradients_all_reduced():
@@ -97,7 +95,4 @@ def test_vectorised_points_spread_over_devices():
     assert leaf.sharding.shard_shape(leaf.shape)[0] == 1  # One point per device.
     alone = vectorized.train_vectorized(config, points, devices=jax.devices()[:1])
     for i in range(len(points)):
-        for a, b in zip(
-            jax.tree.leaves(alone.params[i]), jax.tree.leaves(spread.params[i]), strict=True
-        ):
-            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+        assert_trees_close(spread.params[i], alone.params[i])
