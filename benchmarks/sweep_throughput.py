@@ -9,6 +9,14 @@ points, also compile included. Both use the classic MNIST VAE (ReLU, Bernoulli
 decoder, analytic KL, Adam 1e-3, batch 128) on random binary data of MNIST's shape
 (values do not affect speed); evaluation is not timed by either.
 
+Beside the times it prints the ceiling that compute puts on any speedup here:
+``step_flops`` (XLA's cost analysis of one compiled training step) times points times
+steps, at this machine's best measured float32 matmul rate (``peak_matmul_gflops``,
+square products of 512 to 2048), is ``compute_bound_seconds``, the least time any
+program could train the points in; ``max_speedup`` = sequential / that. Vectorising
+removes compiles and dispatches, not FLOPs, so where the sequential runs already
+compute near the peak (a CPU) no vectorised program can beat ``max_speedup``.
+
   python benchmarks/sweep_throughput.py [--points 8] [--steps 1000]
 
 The last line printed is one JSON object.
@@ -55,6 +63,32 @@ def train_one(config, train_np: np.ndarray, num_steps: int) -> dict[str, float]:
     return {'seconds': time.perf_counter() - t0, 'first_dispatch_seconds': first}
 
 
+def step_flops(config, event_shape: tuple[int, ...]) -> float:
+    """FLOPs of one training step of one point, from XLA's cost analysis of the compiled step."""
+    streams = train.Streams(config.seed)
+    model = train.make_model(config, event_shape)
+    tx = train.make_optimizer(config)
+    state = train.init_state(config, model, tx, event_shape, streams)
+    x = jnp.zeros((config.batch_size, *event_shape), jnp.float32)
+    step = jax.jit(train.make_train_step(model, tx, config))
+    return float(step.lower(state, x, streams.train).compile().cost_analysis()['flops'])
+
+
+def peak_matmul_rate(sizes=(512, 1024, 2048), repeats: int = 5) -> float:
+    """Best measured float32 FLOP/s of square matmuls: this machine's practical peak."""
+    best = 0.0
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n))
+        b = jax.random.normal(jax.random.key(1), (n, n))
+        f = jax.jit(jnp.matmul)
+        jax.block_until_ready(f(a, b))
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(a, b))
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--points', type=int, default=8, help='seeds 0..points-1')
@@ -96,11 +130,21 @@ def main() -> None:
     print(f'vectorised: {vectorised:.2f}s ({len(dispatch_times)} dispatches)', flush=True)
 
     seq_steady = sum(r['seconds'] - r['first_dispatch_seconds'] for r in runs)
+    flops = step_flops(config, train_np.shape[1:])
+    peak = peak_matmul_rate()
+    total_flops = flops * args.points * args.steps
+    compute_bound = total_flops / peak
     out = {
         'bench': 'vae_jax_sweep_throughput',
         'sequential_seconds': round(sequential, 3),
         'vectorised_seconds': round(vectorised, 3),
         'speedup': round(sequential / vectorised, 3),
+        'step_flops': flops,
+        'peak_matmul_gflops': round(peak / 1e9, 1),
+        'compute_bound_seconds': round(compute_bound, 3),
+        'max_speedup': round(sequential / compute_bound, 3),
+        'sequential_gflops': round(total_flops / sequential / 1e9, 1),
+        'vectorised_gflops': round(total_flops / vectorised / 1e9, 1),
         'sequential_first_dispatch_seconds': [round(r['first_dispatch_seconds'], 3) for r in runs],
         'sequential_after_first_dispatch_seconds': round(seq_steady, 3),
         'warmup_seconds': round(warmup, 3),
