@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from train_throughput import bench_config  # noqa: E402  (one benchmark model for both)
+from train_throughput import bench_config, bench_model  # noqa: E402  (one benchmark model for both)
 
 from vae_jax import train, vectorized  # noqa: E402
 
@@ -42,14 +42,8 @@ from vae_jax import train, vectorized  # noqa: E402
 def train_one(config, train_np: np.ndarray, num_steps: int) -> dict[str, float]:
     """One point as `train.train_and_evaluate` trains it (no evaluation): seconds."""
     t0 = time.perf_counter()
-    streams = train.Streams(config.seed)
-    event_shape = train_np.shape[1:]
-    model = train.make_model(config, event_shape)
-    tx = train.make_optimizer(config)
-    state = train.init_state(config, model, tx, event_shape, streams)
-    multi = jax.jit(
-        train.make_multi_step(train.make_train_step(model, tx, config)), donate_argnums=(0,)
-    )
+    streams, state, step_fn = bench_model(config, train_np.shape[1:])
+    multi = jax.jit(train.make_multi_step(step_fn), donate_argnums=(0,))
     train_dev = jax.device_put(train_np)
     first = None
     for step in range(0, num_steps, config.steps_per_dispatch):
@@ -65,13 +59,10 @@ def train_one(config, train_np: np.ndarray, num_steps: int) -> dict[str, float]:
 
 def step_flops(config, event_shape: tuple[int, ...]) -> float:
     """FLOPs of one training step of one point, from XLA's cost analysis of the compiled step."""
-    streams = train.Streams(config.seed)
-    model = train.make_model(config, event_shape)
-    tx = train.make_optimizer(config)
-    state = train.init_state(config, model, tx, event_shape, streams)
+    streams, state, step_fn = bench_model(config, event_shape)
     x = jnp.zeros((config.batch_size, *event_shape), jnp.float32)
-    step = jax.jit(train.make_train_step(model, tx, config))
-    return float(step.lower(state, x, streams.train).compile().cost_analysis()['flops'])
+    compiled = jax.jit(step_fn).lower(state, x, streams.train).compile()
+    return float(compiled.cost_analysis()['flops'])
 
 
 def peak_matmul_rate(sizes=(512, 1024, 2048), repeats: int = 5) -> float:

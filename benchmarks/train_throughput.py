@@ -66,6 +66,15 @@ def bench_config(batch_size: int, steps_per_dispatch: int):
     return config
 
 
+def bench_model(config, event_shape: tuple[int, ...]):
+    """(streams, initial state, training step) of ``config``, as train_and_evaluate builds them."""
+    streams = train.Streams(config.seed)
+    model = train.make_model(config, event_shape)
+    tx = train.make_optimizer(config)
+    state = train.init_state(config, model, tx, event_shape, streams)
+    return streams, state, train.make_train_step(model, tx, config)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--steps', type=int, default=400, help='steps per timed block')
@@ -81,13 +90,8 @@ def main() -> None:
     config = bench_config(args.batch, args.steps_per_dispatch)
     rng = np.random.default_rng(1)
     train_np = rng.integers(0, 2, size=(60000, 784), dtype=np.uint8).astype(np.float32)
-    streams = train.Streams(config.seed)
-    model = train.make_model(config, (784,))
-    tx = train.make_optimizer(config)
-    state = train.init_state(config, model, tx, (784,), streams)
-    multi = jax.jit(
-        train.make_multi_step(train.make_train_step(model, tx, config)), donate_argnums=(0,)
-    )
+    streams, state, step_fn = bench_model(config, (784,))
+    multi = jax.jit(train.make_multi_step(step_fn), donate_argnums=(0,))
     train_dev = jax.device_put(train_np)
     n = args.steps_per_dispatch
     step = 0

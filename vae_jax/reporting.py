@@ -145,13 +145,16 @@ def check_finite(metrics: dict[str, Any], step: int, manager: Any) -> None:
     if not found:
         return
     bad_step = min(found)
-    last = manager.latest_step() if manager is not None else None
+    last = None
     if manager is None:
         where = "see process 0's log"
-    elif last is not None:
-        where = f'step {last} in {manager.directory}'
     else:
-        where = 'none, the run had not saved one yet'
+        last = manager.latest_step()
+        where = (
+            f'step {last} in {manager.directory}'
+            if last is not None
+            else 'none, the run had not saved one yet'
+        )
     raise NonFiniteError(
         f'non-finite {", ".join(found[bad_step])} at step {bad_step}; training stopped and '
         f'nothing after step {last or 0} was saved (last good checkpoint: {where}). Check the '
