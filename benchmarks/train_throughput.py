@@ -72,7 +72,8 @@ def bench_model(config, event_shape: tuple[int, ...]):
     model = train.make_model(config, event_shape)
     tx = train.make_optimizer(config)
     state = train.init_state(config, model, tx, event_shape, streams)
-    return streams, state, train.make_train_step(model, tx, config)
+    # The benchmark data are binary (bench_config): 0/1 dreams, were wake-sleep benchmarked.
+    return streams, state, train.make_train_step(model, tx, config, binary_data=True)
 
 
 def main() -> None:

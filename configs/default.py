@@ -32,8 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
     # the paper's Figure 3 (N_train = 1,000 and 50,000). Validation and test unchanged.
     config.num_train_examples = ml_collections.config_dict.placeholder(int)
     # 'none' (use values as they are, e.g. grey levels with a Bernoulli decoder
-    # as in the paper), 'static' (one Bernoulli draw of every image, fixed by
-    # `seed`), 'dynamic' (a fresh Bernoulli draw every time an image is used).
+    # as in the paper), 'static' (one Bernoulli draw of every training image, fixed
+    # by `seed`), 'dynamic' (a fresh Bernoulli draw every time a training image is
+    # used). Either way the validation and test images get one Bernoulli draw fixed
+    # per dataset, the same for every seed (vae_jax/data.py, binarize_for_evaluation).
     config.binarization = 'dynamic'
 
     # Training algorithm (Kingma & Welling 2013, Sec. 5; vae_jax/baselines.py):
@@ -49,7 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Dimension of z.
     config.latent_dim = 20
-    # p(x|z): 'bernoulli' (data in [0, 1]) or 'gaussian' (learned diagonal variance).
+    # p(x|z): 'bernoulli' (data in [0, 1]) or 'gaussian' (learned diagonal variance;
+    # see model.gaussian_mean and model.min_log_var).
     config.likelihood = 'bernoulli'
     # Training objective: 'elbo' (SGVB) or 'iwae' (importance-weighted bound).
     config.objective = 'elbo'
@@ -101,6 +104,17 @@ def get_config() -> ml_collections.ConfigDict:
     # None: flax's initialisers (LeCun normal weights, zero biases). A number: every
     # weight and bias ~ N(0, init_std^2); the paper (Sec. 5) samples from N(0, 0.01).
     config.model.init_std = ml_collections.config_dict.placeholder(float)
+    # likelihood='gaussian' only: how the decoder's mean is made from its output.
+    # 'identity' (any real-valued data) or 'sigmoid' (data in [0, 1]: the paper's
+    # Appendix C.2 choice, used by the Frey Face configs). A run whose data leave [0, 1]
+    # with 'sigmoid' is refused before training: that mean could never reach them.
+    config.model.gaussian_mean = 'identity'
+    # likelihood='gaussian' only: a soft floor on the decoder's log-variance,
+    # floor + softplus(raw - floor). None (the default, the paper's model): no floor. A
+    # learned variance can shrink towards zero where data repeat a value (quantised
+    # pixels), and the Gaussian density then grows without bound; for 8-bit data scaled
+    # to [0, 1] the quantisation noise, log((1/255)^2 / 12) = -13.56, is a natural floor.
+    config.model.min_log_var = ml_collections.config_dict.placeholder(float)
     # Channels of the stride-2 convolutions (architecture 'conv' only).
     config.model.conv_channels = (32, 64)
 

@@ -6,6 +6,7 @@ the exact pPCA model of conftest.py; fixed keys throughout.
 
 import functools
 import json
+import math
 
 import chex
 import jax
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from test_train import assert_trees_equal, tiny_config
 
-from vae_jax import baselines, checkpointing, configuration, train
+from vae_jax import ais, baselines, checkpointing, configuration, distributions, train
 
 EVENT = (28, 28)
 NUM_TRAIN = 4000  # The embedded digits' training split.
@@ -107,6 +108,146 @@ def test_wake_sleep_training_improves_the_elbo(tmp_path):
     assert results['test_log_likelihood'] >= results['test_elbo'] - 3 * results['test_elbo_stderr']
 
 
+def _recording(encode, seen):
+    """``encode`` that also appends each input it is given (eagerly or under jit) to seen."""
+
+    def wrapped(x):
+        jax.debug.callback(lambda v: seen.append(np.asarray(v)), x)
+        return encode(x)
+
+    return wrapped
+
+
+def test_dream_choice_matches_the_inputs_the_encoder_sees():
+    assert baselines.dream_for('bernoulli', grey_inputs=True) == 'relaxed'
+    assert baselines.dream_for('bernoulli', grey_inputs=False) == 'sample'
+    # Gaussian data are continuous draws: the dream is one too, whatever the inputs.
+    assert baselines.dream_for('gaussian', grey_inputs=True) == 'sample'
+    assert baselines.dream_for('gaussian', grey_inputs=False) == 'sample'
+    with pytest.raises(ValueError, match='likelihood must be one of'):
+        baselines.dream_for('poisson', grey_inputs=True)
+
+
+def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binary():
+    """The encoder's sleep-phase inputs: grey relaxed draws with 'relaxed', 0/1 with 'sample'.
+
+    'relaxed' is sigmoid((logits + L) / tau), L ~ Logistic(0, 1), at the same z as 'sample';
+    it exceeds 1/2 exactly when logits + L > 0, i.e. with probability sigmoid(logits), the
+    Bernoulli's (checked on 20,000 dreams against the mean of sigmoid(logits)).
+    """
+    config = tiny_config(algorithm='wake_sleep')
+    model, _, state = _model_and_params(config)
+    encode, decode = _coders(model, state.params)
+    key = jax.random.key(4)
+    sizes = dict(likelihood='bernoulli', latent_dim=4, num_dreams=8)
+    seen = {'relaxed': [], 'sample': []}
+    terms = {
+        dream: baselines.sleep_term(
+            key, _recording(encode, seen[dream]), decode, dream=dream, **sizes
+        )
+        for dream in seen
+    }
+    jax.effects_barrier()
+    (x_relaxed,), (x_sample,) = seen['relaxed'], seen['sample']
+
+    # 'sample': ais.simulate's exact 0/1 draws, as before the dream option existed.
+    z, x = ais.simulate(key, decode, likelihood='bernoulli', latent_dim=4, num_examples=8)
+    np.testing.assert_array_equal(x_sample, x)
+    assert np.all((x_sample == 0) | (x_sample == 1))
+    np.testing.assert_array_equal(
+        terms['sample'], distributions.diag_gaussian_log_prob(z, *encode(x))
+    )
+    # 'relaxed': the same z, the binary Concrete draw, in [0, 1] (float32 rounds the
+    # sigmoid of large arguments to 0 or 1), mostly strictly inside.
+    key_z, key_x = jax.random.split(key)
+    (logits,) = decode(z)
+    noise = jax.random.logistic(key_x, logits.shape)
+    tau = baselines.RELAXED_DREAM_TEMPERATURE
+    np.testing.assert_allclose(x_relaxed, jax.nn.sigmoid((logits + noise) / tau), rtol=1e-6)
+    assert np.all((x_relaxed >= 0) & (x_relaxed <= 1))
+    assert np.mean((x_relaxed > 0) & (x_relaxed < 1)) > 0.9
+    assert len(np.unique(x_relaxed)) > 100
+    np.testing.assert_allclose(
+        terms['relaxed'], distributions.diag_gaussian_log_prob(z, *encode(x_relaxed)), rtol=1e-6
+    )
+    many_z, many_x = baselines.dreams(
+        key, decode, likelihood='bernoulli', latent_dim=4, num_dreams=20_000, dream='relaxed'
+    )
+    p = np.asarray(jax.nn.sigmoid(decode(many_z)[0]))
+    above = np.asarray(many_x > 0.5, np.float64)
+    se = math.sqrt(np.mean(p * (1 - p)) / above.shape[0])  # per pixel, over 20,000 dreams
+    assert np.max(np.abs(above.mean(0) - p.mean(0))) < 5 * se
+    # The default is the draws, bit for bit.
+    np.testing.assert_array_equal(
+        baselines.sleep_term(key, encode, decode, **sizes), terms['sample']
+    )
+    with pytest.raises(ValueError, match='relaxes a Bernoulli'):
+        baselines.dreams(
+            key, decode, likelihood='gaussian', latent_dim=4, num_dreams=2, dream='relaxed'
+        )
+
+
+def _binary_npz(tmp_path):
+    path = tmp_path / 'binary.npz'
+    rng = np.random.default_rng(0)
+    np.savez(path, train=rng.random((200, 16)) < 0.3, test=rng.random((40, 16)) < 0.3)
+    return f'npz:{path}'
+
+
+@pytest.mark.parametrize(
+    'case, expected',
+    [
+        ('grey data, binarization=none', 'relaxed'),
+        ('grey data, binarization=dynamic', 'sample'),
+        ('grey data, binarization=static', 'sample'),
+        ('binary data, binarization=none', 'sample'),
+        ('grey data, gaussian decoder', 'sample'),
+    ],
+)
+def test_training_dreams_follow_the_data(tmp_path, monkeypatch, case, expected):
+    """Through train_and_evaluate: the encoder dreams what it is fed in the wake phase."""
+    overrides = {
+        'grey data, binarization=none': dict(binarization='none'),
+        'grey data, binarization=dynamic': dict(binarization='dynamic'),
+        'grey data, binarization=static': dict(binarization='static'),
+        'binary data, binarization=none': dict(
+            binarization='none', dataset=_binary_npz(tmp_path), batch_size=16, eval_batch_size=8
+        ),
+        'grey data, gaussian decoder': dict(binarization='none', likelihood='gaussian'),
+    }[case]
+    config = tiny_config(
+        algorithm='wake_sleep',
+        num_steps=2,
+        steps_per_dispatch=2,
+        log_every_steps=2,
+        eval_every_steps=2,
+        checkpoint_every_steps=2,
+        eval_num_importance_samples=1,
+        eval_chunk_size=1,
+        **overrides,
+    )
+    dreams_of, seen = [], []
+    original = baselines.sleep_term
+
+    def spy(key, encode, decode, **kw):
+        dreams_of.append(kw.get('dream', 'sample'))
+        return original(key, _recording(encode, seen), decode, **kw)
+
+    monkeypatch.setattr(baselines, 'sleep_term', spy)
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    jax.effects_barrier()
+    assert set(dreams_of) == {expected}
+    assert len(seen) == 2  # One batch of dreams per step.
+    x = np.concatenate(seen)
+    binary = np.all((x == 0) | (x == 1))
+    if config.likelihood == 'gaussian':
+        assert not binary
+    elif expected == 'relaxed':
+        assert np.all((x >= 0) & (x <= 1)) and np.mean((x > 0) & (x < 1)) > 0.5
+    else:
+        assert binary
+
+
 # --------------------------------------------------------------------------- MCEM E-step
 
 
@@ -154,7 +295,9 @@ def test_e_step_adapts_step_sizes_towards_the_target(ppca, adaptation):
     """Below the target acceptance the step shrinks; above it, it grows.
 
     The pPCA posterior is wide (sd 0.4-0.7): step 0.01 accepts ~100 %, step 0.5 (the
-    largest allowed) ~95 %, so a 0.995 target shrinks it.
+    largest allowed) ~95 %, so a 0.995 target shrinks it. From 0.01 every one of the 30
+    transitions accepts > 0.9999 (measured, keys 2-4), above the 0.9 target whatever the
+    smoothing, so each multiplies the step by exactly 1.02.
     """
     x = jnp.asarray(ppca.x)
     run = jax.jit(
@@ -173,6 +316,8 @@ def test_e_step_adapts_step_sizes_towards_the_target(ppca, adaptation):
         out, acceptance = run(jax.random.key(2), x, chains, target_acceptance=target)
         step = np.asarray(out.step_size)
         assert np.all(step > start * 1.3) if grows else np.all(step < start * 0.9), step
+        if grows:
+            np.testing.assert_allclose(step, start * 1.02**30, rtol=1e-5)
         assert np.all((np.asarray(acceptance) > 0) & (np.asarray(acceptance) <= 1))
 
 
@@ -191,15 +336,19 @@ def test_mcem_step_moves_only_the_batch_chains_and_compiles_once():
     config = tiny_config(algorithm='mcem')
     model, tx, state = _model_and_params(config)
     assert state.mcmc.z.shape == (NUM_TRAIN, 4)
-    step = jax.jit(chex.assert_max_traces(train.make_train_step(model, tx, config), n=1))
+    step = jax.jit(
+        chex.assert_max_traces(train.make_train_step(model, tx, config, binary_data=False), n=1)
+    )
     key = jax.random.key(0)
     x = jnp.asarray(jax.random.bernoulli(key, 0.3, (config.batch_size, *EVENT)), jnp.float32)
     z_before = np.asarray(state.mcmc.z)
     touched = np.zeros(NUM_TRAIN, bool)
+    acceptances = []
     for i in range(3):
         idx = jnp.arange(i * 100, i * 100 + config.batch_size, dtype=jnp.int32)
         touched[np.asarray(idx)] = True
         state, metrics = step(state, x, key, idx)
+        acceptances.append(float(metrics['acceptance_rate']))
     moved = np.any(np.asarray(state.mcmc.z) != z_before, axis=1)
     assert not np.any(moved & ~touched)
     assert moved[touched].mean() > 0.5  # Most proposals are accepted.
@@ -210,6 +359,18 @@ def test_mcem_step_moves_only_the_batch_chains_and_compiles_once():
     np.testing.assert_allclose(
         np.unique(np.asarray(state.mcmc.step_size)), [config.mcem.initial_step_size], rtol=0.07
     )
+    # Exactly: Wu et al.'s rule replayed from the batch acceptances (one transition per
+    # E-step, so the metric is the mean acceptance the shared rule reads). The smoothed rate
+    # starts at the target; x1.02 above it, x0.98 below. Any 3 steps give a factor in
+    # {0.941, 0.980, 1.020, 1.061}: none is 1, so no adaptation cannot pass.
+    assert config.mcem.num_transitions == 1 and config.mcem.step_size_adaptation == 'shared'
+    step_size, smoothed = config.mcem.initial_step_size, config.mcem.target_acceptance
+    for acceptance in acceptances:
+        smoothed = 0.9 * smoothed + 0.1 * acceptance
+        assert abs(smoothed - config.mcem.target_acceptance) > 1e-4  # An unambiguous side.
+        step_size *= 1.02 if smoothed > config.mcem.target_acceptance else 0.98
+    np.testing.assert_allclose(np.asarray(state.mcmc.step_size), step_size, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(state.mcmc.avg_acceptance), smoothed, rtol=1e-5)
 
 
 def test_mcem_training_improves_log_joint_and_ais_likelihood(tmp_path):

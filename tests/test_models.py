@@ -48,7 +48,7 @@ def test_mlp_takes_flat_data_of_any_size():
     assert len(params['encoder']) == 3 and len(params['decoder']) == 3
 
 
-def test_gaussian_mean_in_unit_interval():
+def _gaussian_decoder_out(**kw):
     model = models.build_vae(
         architecture='mlp',
         event_shape=(6,),
@@ -56,14 +56,35 @@ def test_gaussian_mean_in_unit_interval():
         hidden_dims=(8,),
         activation='relu',
         likelihood='gaussian',
+        **kw,
     )
     params = models.init_params(model, jax.random.key(1), (6,), 2)
-    mean, _ = model.apply(
+    mean, log_var = model.apply(
         {'params': params},
         100.0 * jax.random.normal(jax.random.key(2), (50, 2)),
         method=model.decode,
     )
-    assert np.all((np.asarray(mean) >= 0) & (np.asarray(mean) <= 1))
+    return np.asarray(mean), np.asarray(log_var)
+
+
+def test_gaussian_mean_sigmoid_in_unit_interval_identity_unbounded():
+    mean, _ = _gaussian_decoder_out(gaussian_mean='sigmoid')
+    assert np.all((mean >= 0) & (mean <= 1))
+    # The default reaches any real value: with z ~ 100 the linear head leaves [0, 1].
+    mean, _ = _gaussian_decoder_out()
+    assert mean.min() < -1 and mean.max() > 2
+
+
+def test_gaussian_log_var_floor():
+    _, free = _gaussian_decoder_out()
+    _, floored = _gaussian_decoder_out(min_log_var=-1.0)
+    assert free.min() < -1  # Without the floor the head goes below it ...
+    assert floored.min() >= -1  # ... with it, never (float32 rounds the softplus of -100 to 0);
+    # and it only softens values near it:
+    np.testing.assert_allclose(floored, -1.0 + np.logaddexp(0.0, free + 1.0), rtol=1e-5)
+    far = free > 10
+    assert far.any()
+    np.testing.assert_allclose(floored[far], free[far], atol=1e-4)
 
 
 def test_unknown_architecture():

@@ -420,7 +420,7 @@ def test_skipped_step_leaves_params_and_optimizer_unchanged():
     tx = train.make_optimizer(config)
     streams = train.Streams(0)
     state = train.init_state(config, model, tx, (28, 28), streams)
-    step = jax.jit(train.make_train_step(model, tx, config))
+    step = jax.jit(train.make_train_step(model, tx, config, binary_data=False))
     x = jnp.full((config.batch_size, 28, 28), 0.5)
     after, metrics = step(state, x.at[3, 4, 5].set(jnp.nan), streams.train)
     assert float(metrics['skipped']) == 1.0 and int(after.step) == 1

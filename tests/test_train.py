@@ -95,7 +95,9 @@ def test_step_compiles_once():
     model = train.make_model(config, (28, 28))
     tx = train.make_optimizer(config)
     state = train.init_state(config, model, tx, (28, 28), streams)
-    step = jax.jit(chex.assert_max_traces(train.make_train_step(model, tx, config), n=1))
+    step = jax.jit(
+        chex.assert_max_traces(train.make_train_step(model, tx, config, binary_data=False), n=1)
+    )
     x = jnp.full((config.batch_size, 28, 28), 0.5)
     for _ in range(3):
         state, metrics = step(state, x, streams.train)
@@ -161,6 +163,8 @@ def test_changed_config_on_same_workdir_is_refused(tmp_path):
         ('likelihood', 'poisson', "config.likelihood='poisson' is not one of"),
         ('kl_estimator', 'exact', "config.kl_estimator='exact'"),
         ('model.activation', 'tanhh', "config.model.activation='tanhh'"),
+        ('model.gaussian_mean', 'softplus', "config.model.gaussian_mean='softplus'"),
+        ('model.min_log_var', float('nan'), 'config.model.min_log_var must be None or a finite'),
         ('batch_size', 5000, 'config.batch_size=5000 is larger than the training set'),
     ],
 )
@@ -193,6 +197,26 @@ def test_bernoulli_on_data_outside_unit_interval(tmp_path):
     assert np.isfinite(results['test_log_likelihood'])
 
 
+@pytest.mark.parametrize('outside', ['train', 'test'])
+def test_data_outside_unit_interval_refused_in_every_split(tmp_path, outside):
+    """A split that leaves [0, 1] is found whichever split it is, naming the field."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        'train': rng.uniform(size=(64, 6)).astype(np.float32),
+        'test': rng.uniform(size=(16, 6)).astype(np.float32),
+    }
+    arrays[outside][0, 0] = 1.5
+    path = tmp_path / 'data.npz'
+    np.savez(path, **arrays)
+    common = dict(dataset=f'npz:{path}', binarization='none', batch_size=16, eval_batch_size=8)
+    with pytest.raises(configuration.ConfigError, match='config.likelihood=bernoulli'):
+        train.train_and_evaluate(tiny_config(**common), str(tmp_path / 'b'))
+    sigmoid = dict(common, likelihood='gaussian', **{'model.gaussian_mean': 'sigmoid'})
+    with pytest.raises(configuration.ConfigError, match='config.model.gaussian_mean=sigmoid'):
+        train.train_and_evaluate(tiny_config(**sigmoid), str(tmp_path / 's'))
+    assert not (tmp_path / 's' / 'checkpoints').exists()
+
+
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py') if p.stem != '__init__')
 
 
@@ -219,3 +243,40 @@ def test_every_config_file_trains_a_few_steps(tmp_path, name):
     assert results['train_steps'] == 4
     assert np.isfinite(results['test_elbo'])
     assert os.path.exists(tmp_path / 'samples.png')
+
+
+def test_evaluation_splits_do_not_change_with_seed_or_binarisation(tmp_path):
+    """One fixed Bernoulli draw of valid and test per dataset, whatever the seed.
+
+    So every seed of a sweep, 'static' and 'dynamic', the final evaluation of training
+    and ``vae_jax.evaluate`` score the same binary images; 'dynamic' redraws only the
+    training batches. The static training set, by contrast, follows the seed.
+    """
+    from vae_jax import data, evaluate
+
+    def splits(**overrides):
+        config = tiny_config(**overrides)
+        return train.prepare_data(config, train.Streams(config.seed))[1:]
+
+    train0, valid0, test0 = splits(seed=0)
+    for x in (valid0, test0):
+        assert set(np.unique(x)) == {0.0, 1.0}
+    for overrides in (dict(seed=1), dict(seed=7, binarization='static'), dict(seed=0)):
+        _, valid, test = splits(**overrides)
+        np.testing.assert_array_equal(valid, valid0)
+        np.testing.assert_array_equal(test, test0)
+    static0, static1 = splits(binarization='static')[0], splits(binarization='static', seed=1)[0]
+    assert not np.array_equal(static0, static1)
+    assert not np.array_equal(train0, splits(binarization='static')[0])  # 'dynamic': grey.
+
+    config = tiny_config(seed=3, num_steps=5, checkpoint_every_steps=5)
+    train.train_and_evaluate(config, str(tmp_path))
+    run = train.load_run(str(tmp_path))
+    np.testing.assert_array_equal(evaluate.split_data(run, 'test'), test0)
+    np.testing.assert_array_equal(evaluate.split_data(run, 'valid'), valid0)
+    # The training split scored under 'dynamic' is fixed per dataset too.
+    grey_train = run.splits.train
+    np.testing.assert_array_equal(
+        evaluate.split_data(run, 'train'),
+        data.binarize_for_evaluation(config.dataset, 'train', grey_train),
+    )

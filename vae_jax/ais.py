@@ -158,25 +158,33 @@ def _anneal(
     betas: np.ndarray,
     log_joint: Callable,
     *,
-    step_size: float,
+    step_sizes: jax.Array,
     num_leapfrog_steps: int,
-    adapt_step_size: bool,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+    adapt_step_size: bool = False,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """AIS along ``betas`` (increasing: forward; decreasing: reverse) from ``z_init``.
 
     The path is log f_beta(z) = log p0(z) + beta * g(z), g = log p(x, z) - log p0(z).
     Step t adds (beta_t - beta_{t-1}) * g(z_{t-1}) to the log-weight, then applies one HMC
-    transition that leaves f_{beta_t} invariant (Neal 2001, Sec. 2). The step size used
-    at step t depends only on acceptances before t, so each transition is still a fixed
-    f_{beta_t}-invariant kernel given the past and the weights stay valid.
+    transition that leaves f_{beta_t} invariant (Neal 2001, Sec. 2).
+
+    The weights are valid only if the kernel of each step is fixed in advance: a step size
+    adapted from the chain's own earlier acceptances makes the kernel a function of the
+    state's past, and the resulting mixture of invariant kernels is not invariant (a toy
+    3-step AIS gave E[w] = 1.03 for Z_T / Z_0 = 1). So ``adapt_step_size=True`` is a pilot
+    run: it adapts, and its log-weights must be thrown away; only the step sizes it
+    returns are used, frozen, by a run with fresh randomness (:func:`tune_step_sizes`).
 
     Args:
       z_init: ``[C, B, D]`` start states (draws from f_{beta_0}).
       p0_mean, p0_log_var: ``[B, D]``.
       betas: ``[T + 1]`` static inverse temperatures.
+      step_sizes: ``[T, B]``, the HMC step size of every transition and example; with
+        ``adapt_step_size`` only ``step_sizes[0]`` is read (the initial size).
 
     Returns:
-      log-weights ``[C, B]``, mean acceptance ``[B]``, final states ``[C, B, D]``.
+      log-weights ``[C, B]``, mean acceptance ``[B]``, final states ``[C, B, D]`` and the
+      step sizes used ``[T, B]``.
     """
     num_chains, batch, _ = z_init.shape
 
@@ -201,26 +209,77 @@ def _anneal(
 
     def body(carry, inputs):
         z, log_w, eps, avg_acc, acc_sum = carry
-        step_key, beta_prev, beta = inputs
+        step_key, beta_prev, beta, fixed_eps = inputs
+        if not adapt_step_size:
+            eps = fixed_eps
         keys = jax.random.split(step_key, (num_chains, batch))
         z, d_log_w, acc = step_all(keys, z, x, p0_mean, p0_log_var, beta_prev, beta, eps)
         acc = jnp.mean(acc, axis=0)
+        used = eps
         if adapt_step_size:
             eps, avg_acc = adapt_hmc_step_size(eps, avg_acc, acc)
-        return (z, log_w + d_log_w, eps, avg_acc, acc_sum + acc), None
+        return (z, log_w + d_log_w, eps, avg_acc, acc_sum + acc), used
 
     betas = jnp.asarray(betas, jnp.float32)
     num_steps = betas.shape[0] - 1
+    step_sizes = jnp.broadcast_to(jnp.asarray(step_sizes, jnp.float32), (num_steps, batch))
     init = (
         z_init,
         jnp.zeros((num_chains, batch), jnp.float32),
-        jnp.full((batch,), step_size, jnp.float32),
+        step_sizes[0],
         jnp.full((batch,), _TARGET_ACCEPTANCE, jnp.float32),
         jnp.zeros((batch,), jnp.float32),
     )
-    inputs = (jax.random.split(key, num_steps), betas[:-1], betas[1:])
-    (z, log_w, _, _, acc_sum), _ = jax.lax.scan(body, init, inputs)
-    return log_w, acc_sum / num_steps, z
+    inputs = (jax.random.split(key, num_steps), betas[:-1], betas[1:], step_sizes)
+    (z, log_w, _, _, acc_sum), used = jax.lax.scan(body, init, inputs)
+    return log_w, acc_sum / num_steps, z, used
+
+
+def tune_step_sizes(
+    key: jax.Array,
+    x: jax.Array,
+    p0_mean: jax.Array,
+    p0_log_var: jax.Array,
+    betas: np.ndarray,
+    log_joint: Callable,
+    *,
+    step_size: float,
+    num_leapfrog_steps: int,
+    num_chains: int,
+) -> jax.Array:
+    """A pilot AIS run without weights: the adapted HMC step size of every step, ``[T, B]``.
+
+    Forward along ``betas`` from fresh draws of p0, adapting each example's step size
+    towards 65 % acceptance (:func:`adapt_hmc_step_size`) from its chains' acceptances;
+    the pilot's weights are discarded. The weighted runs then use this schedule frozen:
+    each of their transitions is a kernel fixed before they start, so their weights stay
+    unbiased (Neal 2001 allows any schedule chosen independently of the weighted chains).
+    """
+    key_init, key_anneal = jax.random.split(key)
+    z0 = distributions.sample_diag_gaussian(key_init, p0_mean, p0_log_var, num_chains)
+    *_, used = _anneal(
+        key_anneal,
+        x,
+        z0,
+        p0_mean,
+        p0_log_var,
+        betas,
+        log_joint,
+        step_sizes=jnp.full((x.shape[0],), step_size, jnp.float32),
+        num_leapfrog_steps=num_leapfrog_steps,
+        adapt_step_size=True,
+    )
+    return used
+
+
+def reversed_step_sizes(step_sizes: jax.Array) -> jax.Array:
+    """The forward schedule ``[T, B]`` for the reverse chain of BDMC, matched by target.
+
+    Forward transition t targets f_{beta_{t+1}}; reverse transition j (from beta_{T-j} to
+    beta_{T-1-j}) targets f_{beta_{T-1-j}}, tuned forward at t = T - 2 - j. The last
+    reverse transition targets p0 itself, never a forward target: it takes the first size.
+    """
+    return jnp.concatenate([step_sizes[-2::-1], step_sizes[:1]], axis=0)
 
 
 def _log_mean_exp(a: jax.Array, axis: int = 0) -> jax.Array:
@@ -252,9 +311,12 @@ def ais_log_likelihood(
     estimate of p(x), so ``log_px`` is a stochastic lower bound on log p(x) (Jensen); with
     T = 1 it is plain importance sampling from p0.
 
-    ``step_size`` is the initial HMC step; with ``adapt_step_size`` it is adapted per
-    example towards 65 % acceptance as in Wu et al.'s code (x1.02 / x0.98 per step, clipped
-    to [1e-4, 0.5]), from the acceptances of the example's chains at earlier steps only.
+    ``step_size`` is the HMC step size; with ``adapt_step_size`` it is the initial size of a
+    pilot run (:func:`tune_step_sizes`, ``num_chains`` unweighted chains, so about twice
+    the cost) that adapts it per example towards 65 % acceptance as in Wu et al.'s code
+    (x1.02 / x0.98 per step, clipped to [1e-4, 0.5]); the weighted chains then run with
+    the pilot's schedule frozen, which keeps each weight unbiased. (Wu et al. adapt inside
+    the weighted run, which biases E[w].)
 
     Args:
       key: PRNG key.
@@ -263,25 +325,45 @@ def ais_log_likelihood(
 
     Returns:
       dict with ``log_px`` ``[B]`` (logmeanexp over chains), ``log_weights``
-      ``[num_chains, B]`` and ``acceptance_rate`` ``[B]`` (mean over steps and chains).
+      ``[num_chains, B]``, ``acceptance_rate`` ``[B]`` (mean over steps and chains) and
+      ``step_sizes`` ``[T, B]`` (the frozen schedule the weighted chains used).
     """
     betas = annealing_schedule(num_annealing_steps, schedule)
-    key_init, key_anneal = jax.random.split(key)
+    key_init, key_anneal, key_pilot = jax.random.split(key, 3)
     mean, log_var = _p0_params(x, encode, latent_dim)
+    log_joint = log_joint_fn(decode, likelihood)
+    if adapt_step_size:
+        step_sizes = tune_step_sizes(
+            key_pilot,
+            x,
+            mean,
+            log_var,
+            betas,
+            log_joint,
+            step_size=step_size,
+            num_leapfrog_steps=num_leapfrog_steps,
+            num_chains=num_chains,
+        )
+    else:
+        step_sizes = jnp.full((num_annealing_steps, x.shape[0]), step_size, jnp.float32)
     z0 = distributions.sample_diag_gaussian(key_init, mean, log_var, num_chains)
-    log_w, acceptance, _ = _anneal(
+    log_w, acceptance, _, _ = _anneal(
         key_anneal,
         x,
         z0,
         mean,
         log_var,
         betas,
-        log_joint_fn(decode, likelihood),
-        step_size=step_size,
+        log_joint,
+        step_sizes=step_sizes,
         num_leapfrog_steps=num_leapfrog_steps,
-        adapt_step_size=adapt_step_size,
     )
-    return dict(log_px=_log_mean_exp(log_w), log_weights=log_w, acceptance_rate=acceptance)
+    return dict(
+        log_px=_log_mean_exp(log_w),
+        log_weights=log_w,
+        acceptance_rate=acceptance,
+        step_sizes=step_sizes,
+    )
 
 
 def simulate(
@@ -371,7 +453,8 @@ def bdmc(
 
     mean, log_var = _p0_params(x, encode, latent_dim)
     z_init = jnp.broadcast_to(z_star[None], (num_chains, *z_star.shape))
-    reverse_log_w, reverse_acceptance, _ = _anneal(
+    # The forward pilot's schedule, frozen: reverse weights stay unbiased for 1 / p(x).
+    reverse_log_w, reverse_acceptance, _, _ = _anneal(
         key_rev,
         x,
         z_init,
@@ -379,9 +462,8 @@ def bdmc(
         log_var,
         annealing_schedule(num_annealing_steps, schedule)[::-1],
         log_joint_fn(decode, likelihood),
-        step_size=step_size,
+        step_sizes=reversed_step_sizes(forward['step_sizes']),
         num_leapfrog_steps=num_leapfrog_steps,
-        adapt_step_size=adapt_step_size,
     )
     return dict(
         lower=forward['log_px'],
@@ -434,8 +516,11 @@ def hmc_marginal_likelihood(
        the log of (1/L sum_l q(z_l) / (p(x|z_l) p(z_l)))^-1.
 
     This is a harmonic-mean-type estimator (E_{p(z|x)}[q(z) / p(x, z)] = 1/p(x)): it is
-    consistent but biased, and its variance is finite only if q has lighter tails than the
-    posterior, which a fitted Gaussian guarantees only roughly and ever less so as D grows.
+    consistent but biased UPWARD: the mean of the ratios is unbiased for 1/p(x), so by
+    Jensen minus its log is above log p(x) in expectation (an upper bound with exact
+    posterior samples; the opposite direction to IS and AIS). Its variance is finite only
+    if q has lighter tails than the posterior, which a fitted Gaussian guarantees only
+    roughly and ever less so as D grows.
     Trust it in low dimensions only; prefer :func:`ais_log_likelihood` otherwise.
 
     Args:

@@ -89,6 +89,9 @@ _IMPLIED_WHEN_ABSENT = {
     'eval_test_during_training': False,
     'nonfinite': 'stop',
     'data_parallel': False,
+    # Before these fields the Gaussian decoder's mean always went through a sigmoid.
+    'model.gaussian_mean': 'sigmoid',
+    'model.min_log_var': None,
 }
 _IGNORED_WHEN_ABSENT_PREFIXES = ('mcem.',)
 

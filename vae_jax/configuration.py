@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import ml_collections
@@ -62,6 +63,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, 'optimizer.schedule', SCHEDULES)
     _choice(config, 'model.architecture', models.ARCHITECTURES)
     _choice(config, 'model.activation', tuple(models.ACTIVATIONS))
+    _choice(config, 'model.gaussian_mean', models.GAUSSIAN_MEANS)
     _choice(config, 'mcem.step_size_adaptation', baselines.STEP_SIZE_ADAPTATIONS)
     if 'nonfinite' in config:  # Absent from configs stored before it existed: 'stop'.
         _choice(config, 'nonfinite', NONFINITE)
@@ -107,6 +109,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _positive(config, 'num_train_examples')
     if config.model.init_std is not None:
         _positive(config, 'model.init_std')
+    floor = config.model.min_log_var
+    if floor is not None and (
+        isinstance(floor, bool) or not isinstance(floor, (int, float)) or not math.isfinite(floor)
+    ):
+        raise ConfigError(
+            f'config.model.min_log_var must be None or a finite number, got {floor!r}.'
+        )
     dims = tuple(config.model.hidden_dims)
     if not all(isinstance(d, int) and d > 0 for d in dims):
         raise ConfigError(f'config.model.hidden_dims must be positive ints, got {dims!r}.')
@@ -148,7 +157,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def validate_against_data(
     config: ml_collections.ConfigDict, num_train: int, data_min: float, data_max: float, source: str
 ) -> None:
-    """Checks that need the loaded training data."""
+    """Checks that need the loaded data; ``data_min``, ``data_max`` span every split read."""
     if config.batch_size > num_train:
         raise ConfigError(
             f'config.batch_size={config.batch_size} is larger than the training set '
@@ -158,6 +167,16 @@ def validate_against_data(
         raise ConfigError(
             f'config.likelihood=bernoulli needs data in [0, 1], but {source} spans '
             f'[{data_min:g}, {data_max:g}]; use --config.likelihood=gaussian or rescale the data.'
+        )
+    if (
+        config.likelihood == 'gaussian'
+        and config.model.gaussian_mean == 'sigmoid'
+        and (data_min < 0.0 or data_max > 1.0)
+    ):
+        raise ConfigError(
+            f'config.model.gaussian_mean=sigmoid keeps the decoder mean in (0, 1), but '
+            f'{source} spans [{data_min:g}, {data_max:g}]; set '
+            '--config.model.gaussian_mean=identity (any real data) or rescale the data.'
         )
     if config.binarization != 'none' and config.likelihood != 'bernoulli':
         raise ConfigError(

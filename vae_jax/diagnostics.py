@@ -76,8 +76,7 @@ def aggregate_posterior_terms(
     pick_key, z_key = jax.random.split(key)
     rows = jax.random.randint(pick_key, (num_samples,), 0, mean.shape[0])
     m, lv = mean[rows], log_var[rows]
-    z = distributions.sample_diag_gaussian(z_key, m, lv)
-    log_q_cond = distributions.diag_gaussian_log_prob(z, m, lv)
+    z, log_q_cond = distributions.sample_diag_gaussian_with_log_prob(z_key, m, lv)
     log_q_agg = _log_aggregate_posterior(z, mean, log_var)
     log_p = distributions.std_normal_log_prob(z)
     mi = np.asarray(log_q_cond - log_q_agg, np.float64)

@@ -43,9 +43,9 @@ def importance_log_weights(
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, start + jnp.arange(count))
     eps = jax.vmap(lambda k: jax.random.normal(k, mean.shape, mean.dtype))(keys)
     z = distributions.reparameterize(mean, log_var, eps)
-    return objectives.log_importance_weights_at(z, x, mean, log_var, decode, likelihood=likelihood)[
-        'log_w'
-    ]
+    log_qz = distributions.diag_gaussian_log_prob_of_noise(eps, log_var)
+    terms = objectives.log_importance_weights_at(z, log_qz, x, decode, likelihood=likelihood)
+    return terms['log_w']
 
 
 def importance_log_likelihood(

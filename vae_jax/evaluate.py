@@ -18,6 +18,24 @@ Prints one JSON line and writes ``DIR/eval_<split>_<method>_<K>.json``.
   settings (``bdmc``), so the file says how tight AIS is on this model.
 * ``appendix_d``: Kingma & Welling's (2013) Appendix D HMC estimator (small
   latent spaces only; ``--num_importance_samples`` posterior samples).
+
+Every file says which side of log p(x) its number lies on in expectation:
+``bound`` is ``'lower'`` (IS, IWAE and AIS: each weight is an unbiased estimate
+of p(x), so by Jensen the log of their mean is below log p(x) in expectation),
+``'upper'`` (Appendix D: with exact posterior samples it averages
+q(z) / p(x, z), unbiased for 1 / p(x), so the log of the inverse is above
+log p(x) in expectation; its HMC samples are not exact, so the direction is
+that of the ideal estimator) or ``'none'`` (for an estimator with no guaranteed
+direction; none of these four); ``elbo``
+is always a lower bound, and the BDMC block's ``lower`` and ``upper`` are named
+for theirs.
+
+``bits_per_dim`` (= -log_likelihood / (D ln 2)) is written only when the scored
+data are binary: it is then the code length of discrete data. For grey levels
+under a Bernoulli decoder (a continuous relaxation, not a distribution over the
+grey values) and for Gaussian densities of continuous data, a density in nats
+per example is not a code length in bits; the file says so in
+``bits_per_dim_note`` instead.
 """
 
 from __future__ import annotations
@@ -40,6 +58,8 @@ METHODS = ('is', 'iwae', 'ais', 'appendix_d')
 # K when --num_importance_samples is not given: the community's IS standard, and
 # Wu et al.'s (2017) 16 chains for AIS.
 DEFAULT_K = {'is': 5000, 'iwae': 5000, 'ais': 16, 'appendix_d': 1000}
+# Which side of log p(x) each method's estimate lies on in expectation (module docstring).
+BOUND = {'is': 'lower', 'iwae': 'lower', 'ais': 'lower', 'appendix_d': 'upper'}
 
 
 def _bound_fns(run: train.Run):
@@ -60,7 +80,7 @@ def split_data(run: train.Run, split: str) -> np.ndarray:
     _, train_x, valid_x, test_x = train.prepare_data(run.config, streams, run.splits)
     x = {'train': train_x, 'valid': valid_x, 'test': test_x}[split]
     if split == 'train' and run.config.binarization == 'dynamic' and not run.splits.binary:
-        x = np.asarray(data.binarize(jax.random.fold_in(streams.binarize, 3), jnp.asarray(x)))
+        x = data.binarize_for_evaluation(run.config.dataset, 'train', x)
     return x
 
 
@@ -177,7 +197,9 @@ def _mcmc_estimate(
             }
         )
     out = train.map_batches(
-        lambda xb, kb: {k: v for k, v in fn(xb, kb).items() if k != 'log_weights'},
+        lambda xb, kb: {
+            k: v for k, v in fn(xb, kb).items() if k not in ('log_weights', 'step_sizes')
+        },
         x,
         batch_size,
         jax.random.fold_in(key, 0),
@@ -286,8 +308,15 @@ def evaluate_run(
                 bdmc_examples=bdmc_examples,
             )
         )
-    num_dims = math.prod(run.splits.event_shape)
-    result['bits_per_dim'] = -result['log_likelihood'] / (num_dims * math.log(2.0))
+    result['bound'] = BOUND[method]
+    if bool(np.all((x == 0) | (x == 1))):
+        num_dims = math.prod(run.splits.event_shape)
+        result['bits_per_dim'] = -result['log_likelihood'] / (num_dims * math.log(2.0))
+    else:
+        result['bits_per_dim_note'] = (
+            'not reported: the scored data are not binary, so log p(x) is a density '
+            '(Gaussian) or a relaxation (grey levels under a Bernoulli), not a code length'
+        )
     if has_encoder:
         result['diagnostics'] = diagnostics.posterior_diagnostics(
             jax.random.fold_in(key, 3), jnp.asarray(terms['mean']), jnp.asarray(terms['log_var'])

@@ -25,6 +25,9 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'sigmoid': jax.nn.sigmoid,
 }
 ARCHITECTURES = ('mlp', 'conv')
+# How a Gaussian decoder's mean is made from its output: 'identity' for any real data,
+# 'sigmoid' for data in [0, 1] (Kingma & Welling 2013, Appendix C.2).
+GAUSSIAN_MEANS = ('identity', 'sigmoid')
 
 
 def _init(init_std: float | None) -> dict:
@@ -43,12 +46,27 @@ def _num_likelihood_params(likelihood: str) -> int:
     return {'bernoulli': 1, 'gaussian': 2}[likelihood]
 
 
-def _split_likelihood_params(h: jax.Array, likelihood: str) -> tuple[jax.Array, ...]:
-    """Last-axis-stacked decoder outputs -> the tuple ``objectives`` expects."""
+def _split_likelihood_params(
+    h: jax.Array, likelihood: str, gaussian_mean: str, min_log_var: float | None
+) -> tuple[jax.Array, ...]:
+    """Last-axis-stacked decoder outputs -> the tuple ``objectives`` expects.
+
+    ``gaussian_mean``: see ``GAUSSIAN_MEANS``. ``min_log_var``: a soft floor on the
+    Gaussian log-variance, ``floor + softplus(h - floor)``; a learned variance can
+    otherwise shrink towards zero on a value that repeats in the data, where the
+    density, and so the likelihood, grows without bound. Smooth, so gradients never
+    vanish at the floor.
+    """
     if likelihood == 'bernoulli':
         return (h[..., 0],)
-    # Paper, Appendix C.2: the Gaussian mean goes through a sigmoid for data in [0, 1].
-    return (jax.nn.sigmoid(h[..., 0]), h[..., 1])
+    mean, log_var = h[..., 0], h[..., 1]
+    if gaussian_mean == 'sigmoid':
+        mean = jax.nn.sigmoid(mean)
+    elif gaussian_mean != 'identity':
+        raise ValueError(f'gaussian_mean must be one of {GAUSSIAN_MEANS}, got {gaussian_mean!r}')
+    if min_log_var is not None:
+        log_var = min_log_var + jax.nn.softplus(log_var - min_log_var)
+    return (mean, log_var)
 
 
 class MLPEncoder(nn.Module):
@@ -78,6 +96,8 @@ class MLPDecoder(nn.Module):
     hidden_dims: Sequence[int]
     activation: str = 'tanh'
     likelihood: str = 'bernoulli'
+    gaussian_mean: str = 'identity'
+    min_log_var: float | None = None
 
     init_std: float | None = None
 
@@ -90,7 +110,7 @@ class MLPDecoder(nn.Module):
         n = _num_likelihood_params(self.likelihood)
         h = nn.Dense(math.prod(self.event_shape) * n, name='head', **_init(self.init_std))(h)
         h = h.reshape(*z.shape[:-1], *self.event_shape, n)
-        return _split_likelihood_params(h, self.likelihood)
+        return _split_likelihood_params(h, self.likelihood, self.gaussian_mean, self.min_log_var)
 
 
 def _as_image(x: jax.Array, event_shape: tuple[int, ...]) -> jax.Array:
@@ -131,6 +151,8 @@ class ConvDecoder(nn.Module):
     hidden_dims: Sequence[int] = (256,)
     activation: str = 'relu'
     likelihood: str = 'bernoulli'
+    gaussian_mean: str = 'identity'
+    min_log_var: float | None = None
 
     init_std: float | None = None
 
@@ -159,7 +181,7 @@ class ConvDecoder(nn.Module):
             h
         )
         h = h[:, :height, :width, :].reshape(*batch_shape, *self.event_shape, n)
-        return _split_likelihood_params(h, self.likelihood)
+        return _split_likelihood_params(h, self.likelihood, self.gaussian_mean, self.min_log_var)
 
 
 class VAE(nn.Module):
@@ -192,12 +214,16 @@ def build_vae(
     likelihood: str,
     conv_channels: Sequence[int] = (32, 64),
     init_std: float | None = None,
+    gaussian_mean: str = 'identity',
+    min_log_var: float | None = None,
 ) -> VAE:
     """The VAE for the given settings (the config's ``model`` section and more).
 
     ``init_std``: None for flax's default initialisers, else every weight and bias
-    ~ N(0, init_std^2).
+    ~ N(0, init_std^2). ``gaussian_mean``, ``min_log_var``: the Gaussian decoder's
+    mean map and log-variance floor (``_split_likelihood_params``).
     """
+    gaussian = dict(gaussian_mean=gaussian_mean, min_log_var=min_log_var)
     if architecture == 'mlp':
         encoder = MLPEncoder(latent_dim, tuple(hidden_dims), activation, init_std=init_std)
         decoder = MLPDecoder(
@@ -206,6 +232,7 @@ def build_vae(
             activation,
             likelihood,
             init_std=init_std,
+            **gaussian,
         )
     elif architecture == 'conv':
         encoder = ConvEncoder(
@@ -218,6 +245,7 @@ def build_vae(
             activation,
             likelihood,
             init_std=init_std,
+            **gaussian,
         )
     else:
         raise ValueError(f'model.architecture must be one of {ARCHITECTURES}, got {architecture!r}')

@@ -70,27 +70,20 @@ def log_importance_weights(
       dict with ``log_w``, ``log_px_z``, ``log_pz`` and ``log_qz``, each ``[K, B]``.
     """
     mean, log_var = encode(x)
-    z = distributions.sample_diag_gaussian(key, mean, log_var, num_samples)
-    return log_importance_weights_at(z, x, mean, log_var, decode, likelihood=likelihood)
+    z, log_qz = distributions.sample_diag_gaussian_with_log_prob(key, mean, log_var, num_samples)
+    return log_importance_weights_at(z, log_qz, x, decode, likelihood=likelihood)
 
 
 def log_importance_weights_at(
-    z: jax.Array,
-    x: jax.Array,
-    mean: jax.Array,
-    log_var: jax.Array,
-    decode: Decode,
-    *,
-    likelihood: str,
+    z: jax.Array, log_qz: jax.Array, x: jax.Array, decode: Decode, *, likelihood: str
 ) -> dict[str, jax.Array]:
-    """The log weights of given draws ``z`` ``[K, B, D]`` from q = N(mean, exp(log_var)).
+    """The log weights of draws ``z`` ``[K, B, D]`` of q whose log q(z|x) is ``log_qz`` ``[K, B]``.
 
     Returns:
       as :func:`log_importance_weights`, each ``[K, B]``.
     """
     log_px_z = log_likelihood(likelihood, x, decode(z))
     log_pz = distributions.std_normal_log_prob(z)
-    log_qz = distributions.diag_gaussian_log_prob(z, mean, log_var)
     return dict(log_w=log_px_z + log_pz - log_qz, log_px_z=log_px_z, log_pz=log_pz, log_qz=log_qz)
 
 
@@ -118,12 +111,11 @@ def elbo(
       (= reconstruction - beta * kl, what training maximises).
     """
     mean, log_var = encode(x)
-    z = distributions.sample_diag_gaussian(key, mean, log_var, num_samples)  # [L, B, D]
+    z, log_qz = distributions.sample_diag_gaussian_with_log_prob(key, mean, log_var, num_samples)
     reconstruction = jnp.mean(log_likelihood(likelihood, x, decode(z)), axis=0)
     if kl_estimator == 'analytic':
         kl = distributions.gaussian_kl_to_std_normal(mean, log_var)
     elif kl_estimator == 'monte_carlo':
-        log_qz = distributions.diag_gaussian_log_prob(z, mean, log_var)
         kl = jnp.mean(log_qz - distributions.std_normal_log_prob(z), axis=0)
     else:
         raise ValueError(f'kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}')

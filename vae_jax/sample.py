@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
@@ -54,7 +53,7 @@ def main(argv):
     else:
         x = getattr(splits, _SPLIT.value)
         if config.binarization != 'none' and not splits.binary:
-            x = np.asarray(data.binarize(jax.random.fold_in(key, 1), jnp.asarray(x)))
+            x = data.binarize_for_evaluation(config.dataset, _SPLIT.value, x)
         images = plotting.draw(
             key,
             model,

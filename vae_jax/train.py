@@ -146,6 +146,8 @@ def make_model(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]) 
         likelihood=config.likelihood,
         conv_channels=tuple(config.model.conv_channels),
         init_std=config.model.init_std,
+        gaussian_mean=config.model.gaussian_mean,
+        min_log_var=config.model.min_log_var,
     )
 
 
@@ -237,19 +239,35 @@ def init_state(
 # --------------------------------------------------------------------------- the step
 
 
-def make_loss_fn(model: models.VAE, config: ml_collections.ConfigDict):
+def make_loss_fn(
+    model: models.VAE, config: ml_collections.ConfigDict, *, binary_data: bool
+) -> Callable:
     """loss(params, x, key) -> (mean negative objective, per-batch mean terms).
 
     For AEVB the SGVB / IWAE objective; for wake-sleep the wake + sleep loss, whose
     gradient is the wake gradient for the decoder and the sleep gradient for the encoder.
+
+    Args:
+      model, config: the run's.
+      binary_data: whether the training data are 0/1 as loaded (``data.Splits.binary``).
+        Wake-sleep only: with ``config.binarization='none'`` and grey-level data the
+        encoder is fed grey levels, so the sleep phase dreams relaxed (grey) Bernoulli
+        draws rather than 0/1 draws (``baselines.dream_for``). Required, so that no
+        caller gets 0/1 dreams on grey data by forgetting it.
     """
     wake_sleep = algorithm_of(config) == 'wake_sleep'
+    # The encoder sees 0/1 values when the data are binary or binarised (static or
+    # dynamic); grey levels otherwise. The sleep phase's dreams must look the same.
+    grey_inputs = config.binarization == 'none' and not binary_data
+    dream = baselines.dream_for(config.likelihood, grey_inputs=grey_inputs)
 
     def loss_fn(params, x, key):
         encode = functools.partial(model.apply, {'params': params}, method=model.encode)
         decode = functools.partial(model.apply, {'params': params}, method=model.decode)
         if wake_sleep:
-            return baselines.wake_sleep_loss(key, x, encode, decode, likelihood=config.likelihood)
+            return baselines.wake_sleep_loss(
+                key, x, encode, decode, likelihood=config.likelihood, dream=dream
+            )
         terms = objectives.compute(
             key,
             x,
@@ -267,9 +285,9 @@ def make_loss_fn(model: models.VAE, config: ml_collections.ConfigDict):
     return loss_fn
 
 
-def _gradient_update(model, tx, config) -> Callable:
+def _gradient_update(model, tx, config, *, binary_data: bool) -> Callable:
     """update(state, x, key, idx) -> (state, metrics): one step on ``make_loss_fn``."""
-    loss_fn = make_loss_fn(model, config)
+    loss_fn = make_loss_fn(model, config, binary_data=binary_data)
 
     def update(state: TrainState, x: jax.Array, key: jax.Array, idx):
         del idx  # Every example is treated alike.
@@ -360,18 +378,20 @@ def _skip_nonfinite(update: Callable) -> Callable:
     return guarded
 
 
-def make_train_step(model, tx, config) -> Callable:
+def make_train_step(model, tx, config, *, binary_data: bool) -> Callable:
     """step(state, x, key, idx=None) -> (state, metrics); one update of Algorithm 1.
 
     ``key`` is the run's training stream; the step folds in its own number so
     that the noise of step t is the same however the run was split or resumed.
     ``idx`` ``[M]`` are the batch's indices in the training set; only
     ``config.algorithm='mcem'`` reads them (to find each example's chain).
+    ``binary_data``: whether the training data are 0/1 as loaded
+    (``data.Splits.binary``); wake-sleep's dreams follow it (``make_loss_fn``).
     """
     if algorithm_of(config) == 'mcem':
         update = _mcem_update(model, tx, config)
     else:
-        update = _gradient_update(model, tx, config)
+        update = _gradient_update(model, tx, config, binary_data=binary_data)
     if nonfinite_of(config) == 'skip':
         update = _skip_nonfinite(update)
     dynamic = config.binarization == 'dynamic'
@@ -564,9 +584,10 @@ def prepare_data(config, streams: Streams, splits: data.Splits | None = None):
 
     Returns:
       (splits, train, valid, test) with arrays as float32 numpy. Evaluation
-      splits of grey data trained with dynamic binarisation get one fixed
-      Bernoulli draw, the usual protocol for reporting on dynamically binarised
-      MNIST.
+      splits of grey data trained with binarisation get one fixed Bernoulli draw
+      per dataset (``data.binarize_for_evaluation``, independent of the seed), the
+      usual protocol for reporting on dynamically binarised MNIST. The training
+      split of ``'static'`` is one draw fixed by ``config.seed``.
     """
     if splits is None:
         splits = data.load(
@@ -580,15 +601,20 @@ def prepare_data(config, streams: Streams, splits: data.Splits | None = None):
                 f'{train.shape[0]} training examples of {splits.source}.'
             )
         train = train[: config.num_train_examples]
+    # Every split the run reads must fit the likelihood, not only the training split.
     configuration.validate_against_data(
-        config, train.shape[0], float(train.min()), float(train.max()), splits.source
+        config,
+        train.shape[0],
+        min(float(a.min()) for a in (train, valid, test)),
+        max(float(a.max()) for a in (train, valid, test)),
+        splits.source,
     )
     if config.binarization != 'none' and not splits.binary:
-        keys = jax.random.split(streams.binarize, 3)
-        valid = np.asarray(data.binarize(keys[1], jnp.asarray(valid)))
-        test = np.asarray(data.binarize(keys[2], jnp.asarray(test)))
+        valid = data.binarize_for_evaluation(config.dataset, 'valid', valid)
+        test = data.binarize_for_evaluation(config.dataset, 'test', test)
         if config.binarization == 'static':
-            train = np.asarray(data.binarize(keys[0], jnp.asarray(train)))
+            train_key = jax.random.split(streams.binarize, 3)[0]  # The key of earlier versions.
+            train = np.asarray(data.binarize(train_key, jnp.asarray(train)))
     return splits, train, valid, test
 
 
@@ -698,7 +724,7 @@ def train_and_evaluate(
     if start_step:
         logging.info('resumed from step %d in %s', start_step, workdir)
 
-    step_fn = make_train_step(model, tx, config)
+    step_fn = make_train_step(model, tx, config, binary_data=splits.binary)
     on_device = False
     if data_parallel:
         dp = parallel.DataParallel(config.batch_size)

@@ -113,13 +113,16 @@ def check_vectorizable(configs: Sequence[ml_collections.ConfigDict]) -> None:
         )
 
 
-def make_vectorized_multi_step(model, config: ml_collections.ConfigDict, *, decay: bool, data_axis):
+def make_vectorized_multi_step(
+    model, config: ml_collections.ConfigDict, *, decay: bool, data_axis, binary_data: bool
+):
     """The P-point version of ``train.make_multi_step(train.make_train_step(...))``.
 
     Returns ``multi(state [P], train_data, indices [P, n, M], key [P], hyper) ->
     (state [P], metrics [P, n])`` where ``train_data`` is ``[N, ...]`` shared by all
     points (``data_axis=None``) or ``[P, N, ...]`` (``data_axis=0``) and ``hyper`` maps
     ``'learning_rate'``, ``'weight_decay'``, ``'beta'`` to ``[P]`` float32.
+    ``binary_data``: as ``train.make_train_step``'s (whether the data are 0/1 as loaded).
     """
 
     def one_point(state, train_data, indices, key, hyper):
@@ -130,7 +133,7 @@ def make_vectorized_multi_step(model, config: ml_collections.ConfigDict, *, deca
             decay=decay,
         )
         view = _ConfigView(config, beta=hyper['beta'])
-        step = train.make_train_step(model, tx, view)
+        step = train.make_train_step(model, tx, view, binary_data=binary_data)
         return train.make_multi_step(step)(state, train_data, indices, key)
 
     return jax.vmap(one_point, in_axes=(0, data_axis, 0, 0, 0))
@@ -187,9 +190,11 @@ def train_vectorized(
         loaded = [train.prepare_data(c, s) for c, s in zip(configs, streams, strict=True)]
         event_shape = loaded[0][0].event_shape
         trains = [t for _, t, _, _ in loaded]
+        binary_data = loaded[0][0].binary
     else:
         event_shape = tuple(train_data.shape[1:])
         trains = [np.asarray(train_data, np.float32)]
+        binary_data = bool(np.all((trains[0] == 0) | (trains[0] == 1)))
     # Static binarisation draws from each point's own stream: stack only if they differ.
     shared = all(np.array_equal(trains[0], t) for t in trains[1:])
     data_axis = None if shared else 0
@@ -213,7 +218,9 @@ def train_vectorized(
         }
     )
     multi = jax.jit(
-        make_vectorized_multi_step(model, base, decay=decay, data_axis=data_axis),
+        make_vectorized_multi_step(
+            model, base, decay=decay, data_axis=data_axis, binary_data=binary_data
+        ),
         donate_argnums=(0,),
     )
 

@@ -60,7 +60,9 @@ def test_batch_is_split_and_gradients_all_reduced():
     streams = train.Streams(config.seed)
     state = dp.replicate(train.init_state(config, model, tx, (784,), streams))
     multi = jax.jit(
-        train.make_multi_step_on_batches(train.make_train_step(model, tx, config)),
+        train.make_multi_step_on_batches(
+            train.make_train_step(model, tx, config, binary_data=False)
+        ),
         out_shardings=dp.replicated,
     )
     key_data = dp.replicate(jax.random.key_data(streams.train))
