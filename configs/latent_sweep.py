@@ -8,7 +8,7 @@ the command line replaces the list.
 """
 
 from configs import default
-from vae_jax import sweep
+from vae_jax import sweep_points
 
 
 def get_config():
@@ -16,4 +16,4 @@ def get_config():
 
 
 def get_sweep():
-    return sweep.product(latent_dim=[2, 5, 10, 20, 50], seed=[0, 1])
+    return sweep_points.product(latent_dim=[2, 5, 10, 20, 50], seed=[0, 1])

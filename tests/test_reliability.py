@@ -1,6 +1,6 @@
 """Fault injection: pre-emption, damaged checkpoints, non-finite steps and bad input.
 
-Each test names the point of the reliability contract it checks (README, "Resuming,
+Each test names the point of the reliability contract it checks (docs/reliability.md, "Resuming,
 pre-emption and errors"):
   1. SIGTERM / SIGINT save a checkpoint and exit 143 / 130; SIGKILL loses at most the
      steps since the last checkpoint; rerunning resumes to bitwise the same parameters.

@@ -10,29 +10,29 @@ from pathlib import Path
 import pytest
 from test_train import tiny_config
 
-from vae_jax import configuration, sweep
+from vae_jax import configuration, sweep, sweep_points
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_product_and_parse():
-    assert sweep.product(seed=[0, 1], optimizer__learning_rate=[1e-3]) == [
+    assert sweep_points.product(seed=[0, 1], optimizer__learning_rate=[1e-3]) == [
         {'seed': 0, 'optimizer.learning_rate': 1e-3},
         {'seed': 1, 'optimizer.learning_rate': 1e-3},
     ]
     config = tiny_config()
-    points = sweep.parse_sweep('latent_dim=2,3; optimizer.learning_rate=0.01', config)
+    points = sweep_points.parse_sweep('latent_dim=2,3; optimizer.learning_rate=0.01', config)
     assert points == [
         {'latent_dim': 2, 'optimizer.learning_rate': 0.01},
         {'latent_dim': 3, 'optimizer.learning_rate': 0.01},
     ]
-    assert sweep.parse_sweep('model.hidden_dims=8x8,16', config) == [
+    assert sweep_points.parse_sweep('model.hidden_dims=8x8,16', config) == [
         {'model.hidden_dims': (8, 8)},
         {'model.hidden_dims': (16,)},
     ]
     with pytest.raises(configuration.ConfigError, match='latnt_dim'):
-        sweep.parse_sweep('latnt_dim=2', config)
-    assert sweep.point_name({'latent_dim': 2, 'model.hidden_dims': (8, 8)}) == (
+        sweep_points.parse_sweep('latnt_dim=2', config)
+    assert sweep_points.point_name({'latent_dim': 2, 'model.hidden_dims': (8, 8)}) == (
         'latent_dim=2,model.hidden_dims=8x8'
     )
 
@@ -46,7 +46,7 @@ def test_bad_point_fails_before_any_training(tmp_path):
 
 def test_sweep_runs_each_point_once_and_writes_the_table(tmp_path):
     config = tiny_config(num_steps=10)
-    points = sweep.product(seed=[0, 1])
+    points = sweep_points.product(seed=[0, 1])
     rows = sweep.run_sweep(config, points, str(tmp_path))
     assert [r['seed'] for r in rows] == [0, 1]
     assert rows[0]['test_elbo'] != rows[1]['test_elbo']  # the seed reached the run
@@ -70,7 +70,7 @@ def test_command_line_with_a_config_files_get_sweep(tmp_path):
     config_file = tmp_path / 'two_seeds.py'
     config_file.write_text(
         'from configs import default\n'
-        'from vae_jax import sweep\n\n'
+        'from vae_jax import sweep_points\n\n'
         'def get_config():\n'
         '    c = default.get_config()\n'
         '    c.model.hidden_dims = (16,)\n'
@@ -82,7 +82,7 @@ def test_command_line_with_a_config_files_get_sweep(tmp_path):
         '    c.eval_num_importance_samples = 2\n'
         '    return c\n\n'
         'def get_sweep():\n'
-        '    return sweep.product(seed=[3, 4])\n'
+        '    return sweep_points.product(seed=[3, 4])\n'
     )
     env = {**os.environ, 'PYTHONPATH': str(REPO)}
     cmd = [
@@ -110,7 +110,7 @@ def test_vectorized_sweep_matches_point_by_point(tmp_path, monkeypatch):
     from vae_jax import vectorized
 
     config = tiny_config(num_steps=10, log_every_steps=5)
-    points = sweep.product(latent_dim=[2, 4], seed=[0, 1])
+    points = sweep_points.product(latent_dim=[2, 4], seed=[0, 1])
     alone = sweep.run_sweep(config, points, str(tmp_path / 'alone'))
 
     groups = []
@@ -151,5 +151,5 @@ def test_vectorized_groups_split_by_shape_and_decay():
         {'optimizer.weight_decay': 1e-3},
         {'seed': 2, 'optimizer.weight_decay': 1e-2},
     ]
-    configs = [sweep.apply(base, p) for p in points]
+    configs = [sweep_points.apply(base, p) for p in points]
     assert vectorized.groups(configs) == [[0, 1], [2], [3, 4]]

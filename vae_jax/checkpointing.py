@@ -69,7 +69,7 @@ RESUME_SAFE_FIELDS = frozenset(
         'device_data_max_mb',
         # Where the work runs: on one process, not what it computes (equal to float
         # tolerance); with several, the data order depends on the process count
-        # (vae_jax/parallel.py), which the README's multi-host section says.
+        # (vae_jax/parallel.py), as docs/scale.md ("Several hosts") says.
         'data_parallel',
         # What a NaN or infinity does (stop or skip that step): nothing before it changes.
         'nonfinite',

@@ -148,14 +148,13 @@ def load(
     data_dir: str | os.PathLike[str] = '',
     *,
     valid_size: int | None = None,
-    seed: int = 0,
 ) -> Splits:
     """Loads a dataset into float32 numpy arrays.
 
     Split conventions (fixed so that numbers are comparable across runs):
       * `embedded`: the 5,000 rows are shuffled with a fixed permutation
-        (`np.random.default_rng(0)`, independent of `seed`, because the file is
-        sorted by label); the last 500 are test, the `valid_size` (default 500)
+        (`np.random.default_rng(0)`, independent of the run's seed, because the file
+        is sorted by label); the last 500 are test, the `valid_size` (default 500)
         before them are valid, the rest (4000) train.
       * `mnist`, `fashion_mnist`: valid is the LAST `valid_size` (default 10000)
         of the 60000 training images, train the first 50000, test the 10000
@@ -175,8 +174,6 @@ def load(
       data_dir: folder holding `<name>/...` (or the files directly) for local
         datasets; the TFDS data dir for `tfds:` (empty: TFDS's default).
       valid_size: validation rows carved from train; None for the default above.
-      seed: unused today (all splits are fixed); kept so callers can pass the
-        experiment seed without a signature change if a random split is added.
 
     Returns:
       `Splits` with arrays shaped `[N, *event_shape]`, e.g. `(N, 28, 28)`.
@@ -184,7 +181,6 @@ def load(
     Raises:
       DataError: unknown name, missing or malformed files, bad `valid_size`.
     """
-    del seed  # Splits are deliberately seed-independent; see docstring.
     if not isinstance(dataset, str) or not dataset:
         raise DataError(f'dataset must be a non-empty string, got {dataset!r}; {_accepted()}')
     data_dir = os.fspath(data_dir) if data_dir else ''

@@ -9,7 +9,7 @@ field or file and the fix (bad config or data, a workdir holding another run or
 unusable checkpoints, a non-finite loss); 143 or 130 stopped by SIGTERM or SIGINT
 after saving a checkpoint (rerun to resume).
 
-Multi-host (README, "Sweeps and scale"): start one process per host with
+Multi-host (docs/scale.md, "Several hosts"): start one process per host with
 ``--config.data_parallel=True`` and ``--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I`` (or the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
 JAX_PROCESS_ID), or ``--multihost`` alone where jax detects the cluster (SLURM, Open MPI,

@@ -167,9 +167,3 @@ def any_process(flag: bool) -> bool:
         return flag
     flags = multihost_utils.process_allgather(np.array([flag], np.int32))
     return bool(np.any(flags))
-
-
-def sync(name: str) -> None:
-    """Waits until every process got here (no-op with one process)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)

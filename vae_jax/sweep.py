@@ -22,104 +22,20 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import itertools
 import json
 import os
-import re
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import checkpointing, configuration, data, reporting, train
-
-Point = dict[str, Any]
+from vae_jax import checkpointing, configuration, data, reporting, sweep_points, train, vectorized
 
 
-def product(**fields: Sequence[Any]) -> list[Point]:
-    """Every combination of the given values: ``product(seed=[0, 1], beta=[1.0, 2.0])``.
-
-    Dotted fields are written with ``__``: ``product(optimizer__learning_rate=[...])``.
-    """
-    names = [k.replace('__', '.') for k in fields]
-    return [dict(zip(names, values, strict=True)) for values in itertools.product(*fields.values())]
-
-
-def _cast(config: ml_collections.ConfigDict, field: str, text: str) -> Any:
-    """``text`` as the type of ``config.<field>``, so ``--sweep`` values are not all strings."""
-    current = _get(config, field)
-    if isinstance(current, bool):
-        if text.lower() not in ('true', 'false'):
-            raise configuration.ConfigError(f'--sweep: {field} takes true/false, got {text!r}.')
-        return text.lower() == 'true'
-    if isinstance(current, int):
-        return int(text)
-    if isinstance(current, float):
-        return float(text)
-    if isinstance(current, tuple):
-        return tuple(int(v) for v in text.strip('()').split('x') if v)  # hidden_dims=400x400
-    if current is None:  # A placeholder such as valid_size: number if it looks like one.
-        try:
-            return int(text)
-        except ValueError:
-            return float(text)
-    return text
-
-
-def parse_sweep(spec: str, config: ml_collections.ConfigDict) -> list[Point]:
-    """``'latent_dim=2,5;seed=0,1'`` -> the product of the values, typed as in ``config``.
-
-    A tuple value such as ``model.hidden_dims`` is written with ``x``: ``400x400``.
-    """
-    fields: dict[str, list[Any]] = {}
-    for part in filter(None, (p.strip() for p in spec.split(';'))):
-        if '=' not in part:
-            raise configuration.ConfigError(f'--sweep: {part!r} is not field=value,value,...')
-        field, values = part.split('=', 1)
-        field = field.strip()
-        _get(config, field)  # Unknown fields fail here, with their name.
-        fields[field] = [_cast(config, field, v.strip()) for v in values.split(',')]
-    return [dict(zip(fields, vs, strict=True)) for vs in itertools.product(*fields.values())]
-
-
-def _get(config: ml_collections.ConfigDict, field: str) -> Any:
-    target = config
-    *path, last = field.split('.')
-    try:
-        for p in path:
-            target = target[p]
-        return target[last]
-    except (KeyError, AttributeError):
-        raise configuration.ConfigError(f'sweep field {field!r} is not a config field.') from None
-
-
-def apply(config: ml_collections.ConfigDict, point: Point) -> ml_collections.ConfigDict:
-    """A copy of ``config`` with the point's overrides (dotted fields) set."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    for field, value in point.items():
-        _get(config, field)
-        target = config
-        *path, last = field.split('.')
-        for p in path:
-            target = target[p]
-        target[last] = value
-    return config
-
-
-def point_name(point: Point) -> str:
-    """The point's folder name: ``{'latent_dim': 2, 'seed': 0}`` -> ``latent_dim=2,seed=0``."""
-    parts = []
-    for field, value in point.items():
-        text = 'x'.join(map(str, value)) if isinstance(value, tuple) else str(value)
-        parts.append(f'{field}={text}')
-    return re.sub(r'[^A-Za-z0-9_.,=+-]', '_', ','.join(parts)) or 'base'
-
-
-def load_sweep(config_path: str) -> list[Point] | None:
+def load_sweep(config_path: str) -> list[sweep_points.Point] | None:
     """The config file's ``get_sweep()``, or None when it defines none."""
     path = config_path.split(':', 1)[0]
     spec = importlib.util.spec_from_file_location('_sweep_config', path)
@@ -130,7 +46,7 @@ def load_sweep(config_path: str) -> list[Point] | None:
 
 def run_sweep(
     config: ml_collections.ConfigDict,
-    points: list[Point],
+    points: list[sweep_points.Point],
     workdir: str,
     *,
     vectorize: bool = False,
@@ -144,10 +60,10 @@ def run_sweep(
     """
     if not points:
         raise configuration.ConfigError('the sweep has no points.')
-    names = [point_name(p) for p in points]
+    names = [sweep_points.point_name(p) for p in points]
     if len(set(names)) != len(names):
         raise configuration.ConfigError(f'the sweep repeats a point: {names}')
-    configs = [apply(config, p) for p in points]
+    configs = [sweep_points.apply(config, p) for p in points]
     for c in configs:  # Every point is checked before the first one trains.
         configuration.validate(c)
     os.makedirs(workdir, exist_ok=True)
@@ -178,12 +94,11 @@ def run_sweep(
 
 def _train_groups(
     config: ml_collections.ConfigDict,
-    points: list[Point],
+    points: list[sweep_points.Point],
     configs: list[ml_collections.ConfigDict],
     workdirs: list[str],
 ) -> list[float]:
     """Vectorised training of the points not started yet; each point's share of the time."""
-    from vae_jax import vectorized  # Deferred: vectorized builds on this module.
 
     shares = [0.0] * len(points)
     fresh = [i for i, w in enumerate(workdirs) if not _started(w)]
@@ -312,7 +227,7 @@ def main(argv):
     config, workdir, spec = (_FLAGS[k].value for k in ('config', 'workdir', 'sweep'))
     try:
         if spec:
-            points = parse_sweep(spec, config)
+            points = sweep_points.parse_sweep(spec, config)
         else:
             points = load_sweep(flags.FLAGS['config'].config_filename)
             if points is None:

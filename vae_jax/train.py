@@ -13,7 +13,7 @@ training example, selected by the batch's example indices) and then
 ``config.mcem.num_weight_updates`` decoder updates. MCEM trains no encoder, so
 its final evaluation reports log p(x) by AIS from the prior and no ELBO.
 
-Reliability (README, "Resuming, pre-emption and errors"): SIGTERM or SIGINT during the
+Reliability (docs/reliability.md, "Resuming, pre-emption and errors"): SIGTERM or SIGINT during the
 loop saves a checkpoint at the current step and raises ``TrainingInterrupted``; a
 non-finite loss, term or gradient stops the run (``config.nonfinite='stop'``) or leaves
 the state unchanged for that step (``'skip'``, counted in ``train_skipped_steps``).
@@ -590,9 +590,7 @@ def prepare_data(config, streams: Streams, splits: data.Splits | None = None):
       split of ``'static'`` is one draw fixed by ``config.seed``.
     """
     if splits is None:
-        splits = data.load(
-            config.dataset, config.data_dir, valid_size=config.valid_size, seed=config.seed
-        )
+        splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
     train, valid, test = splits.train, splits.valid, splits.test
     if config.num_train_examples is not None:
         if config.num_train_examples > train.shape[0]:

@@ -17,7 +17,7 @@ With several local devices and a number of points that they divide, the points a
 spread over the devices (a ``Mesh`` with a ``points`` axis; each device trains
 ``P / devices`` of them, the training set copied to each): no communication at all.
 
-  result = vectorized.train_vectorized(config, sweep.product(seed=[0, 1, 2]))
+  result = vectorized.train_vectorized(config, sweep_points.product(seed=[0, 1, 2]))
   result.params[1]  # The parameters of the point seed=1.
 """
 
@@ -35,14 +35,11 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vae_jax import checkpointing, configuration, parallel, reporting, sweep, train
+from vae_jax import checkpointing, configuration, parallel, reporting, sweep_points, train
 
 # Fields that may differ between the points of one vectorised sweep: each becomes a
 # traced per-point value [P]; every other field must be equal across the points.
 VECTORIZABLE_FIELDS = ('seed', 'optimizer.learning_rate', 'beta', 'optimizer.weight_decay')
-
-# The per-point hyperparameters that enter the step as traced scalars.
-_HYPER_FIELDS = ('optimizer.learning_rate', 'optimizer.weight_decay', 'beta')
 
 
 class VectorizedResult(NamedTuple):
@@ -145,7 +142,7 @@ def _stack(trees: Sequence[Any]) -> Any:
 
 def train_vectorized(
     config: ml_collections.ConfigDict,
-    points: Sequence[sweep.Point],
+    points: Sequence[sweep_points.Point],
     num_steps: int | None = None,
     *,
     train_data: np.ndarray | None = None,
@@ -169,7 +166,7 @@ def train_vectorized(
 
     Returns:
       A ``VectorizedResult``; ``params[i]`` equals, to float tolerance, the parameters
-      ``train.train_and_evaluate(sweep.apply(config, points[i]), ...)`` trains.
+      ``train.train_and_evaluate(sweep_points.apply(config, points[i]), ...)`` trains.
 
     Raises:
       configuration.ConfigError: the points differ in another field, or a bad config.
@@ -178,7 +175,7 @@ def train_vectorized(
     """
     if not points:
         raise configuration.ConfigError('the sweep has no points.')
-    configs = [sweep.apply(config, p) for p in points]
+    configs = [sweep_points.apply(config, p) for p in points]
     for c in configs:
         configuration.validate(c)
     check_vectorizable(configs)
@@ -262,7 +259,8 @@ def train_vectorized(
             bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v[i]))]
             if bad:
                 raise reporting.NonFiniteError(
-                    f'point {sweep.point_name(p)}: non-finite {", ".join(bad)} during training.'
+                    f'point {sweep_points.point_name(p)}: non-finite {", ".join(bad)} '
+                    'during training.'
                 )
     params = [jax.tree.map(lambda x, i=i: x[i], state.params) for i in range(len(points))]
     return VectorizedResult(configs, state, params, metrics)
@@ -313,7 +311,7 @@ def groups(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
 
 
 def train_into_workdirs(
-    config: ml_collections.ConfigDict, points: Sequence[sweep.Point], workdirs: Sequence[str]
+    config: ml_collections.ConfigDict, points: Sequence[sweep_points.Point], workdirs: Sequence[str]
 ) -> float:
     """Trains ``points`` together, leaving each workdir as a single run would at its last step.
 
