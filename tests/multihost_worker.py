@@ -13,7 +13,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from test_train import tiny_config  # noqa: E402
+from helpers import tiny_config  # noqa: E402
 
 from vae_jax import parallel, train  # noqa: E402
 

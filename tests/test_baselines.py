@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import assert_trees_equal, tiny_config
+from helpers import assert_trees_equal, tiny_config
 
 from vae_jax import ais, baselines, checkpointing, configuration, distributions, train
 

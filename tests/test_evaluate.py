@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import tiny_config
+from helpers import tiny_config
 
 from vae_jax import ais, diagnostics, evaluate, train
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from test_train import tiny_config
+from helpers import tiny_config
 
 from vae_jax import models, parallel, train
 

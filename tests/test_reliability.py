@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import assert_trees_equal, params_of, tiny_config
+from helpers import assert_trees_equal, params_of, tiny_config
 
 from vae_jax import checkpointing, configuration, data, reporting, train
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import tiny_config
+from helpers import tiny_config
 
 from vae_jax import configuration, sweep, sweep_points
 

@@ -3,55 +3,15 @@
 import importlib.util
 import json
 import os
-from pathlib import Path
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import REPO, SHARED_DATA, assert_trees_equal, params_of, tiny_config
 
-from configs import default
 from vae_jax import checkpointing, configuration, train
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / 'shared' / 'data'
-
-
-def tiny_config(**overrides):
-    config = default.get_config()
-    config.model.hidden_dims = (32,)
-    config.latent_dim = 4
-    config.batch_size = 32
-    config.num_steps = 20
-    config.steps_per_dispatch = 5
-    config.log_every_steps = 5
-    config.eval_every_steps = 10
-    config.checkpoint_every_steps = 10
-    config.eval_batch_size = 250
-    config.eval_num_importance_samples = 4
-    config.eval_chunk_size = 2
-    for k, v in overrides.items():
-        target = config
-        *path, last = k.split('.')
-        for p in path:
-            target = target[p]
-        target[last] = v
-    return config
-
-
-def params_of(workdir):
-    return train.load_run(str(workdir))[2]
-
-
-def assert_trees_equal(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-def assert_trees_close(actual, expected, *, rtol: float = 1e-5, atol: float = 1e-6):
-    for x, y in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
 def test_workdir_outputs(tmp_path):

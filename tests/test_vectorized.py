@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from test_train import assert_trees_close, tiny_config
+from helpers import assert_trees_close, tiny_config
 
 from vae_jax import configuration, train, vectorized
 

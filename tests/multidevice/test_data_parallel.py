@@ -11,7 +11,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from test_train import assert_trees_close, assert_trees_equal, params_of, tiny_config
+from helpers import assert_trees_close, assert_trees_equal, params_of, tiny_config
 
 from vae_jax import configuration, parallel, train, vectorized
 
