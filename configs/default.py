@@ -106,7 +106,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.init_std = ml_collections.config_dict.placeholder(float)
     # likelihood='gaussian' only: how the decoder's mean is made from its output.
     # 'identity' (any real-valued data) or 'sigmoid' (data in [0, 1]: the paper's
-    # Appendix C.2 choice, used by the Frey Face configs). A run whose data leave [0, 1]
+    # choice for Frey Face, Sec. 5, used by the Frey Face configs). A run whose data leave [0, 1]
     # with 'sigmoid' is refused before training: that mean could never reach them.
     config.model.gaussian_mean = 'identity'
     # likelihood='gaussian' only: a soft floor on the decoder's log-variance,

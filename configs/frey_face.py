@@ -6,7 +6,7 @@ r"""Frey Face with the settings of Kingma & Welling (2013), Section 5, at N_z = 
 `configs/paper/frey_face.py` with its per-field citations: 1,965 images of 28x20
 grey levels (1,765 train / 100 valid / 100 test, a fixed split), Gaussian
 decoder with learned diagonal variance whose mean goes through a sigmoid
-(Appendix C.2; `model.gaussian_mean='sigmoid'`, set in configs/paper/frey_face.py),
+(Sec. 5; `model.gaussian_mean='sigmoid'`, set in configs/paper/frey_face.py),
 2-D latent space (the paper's Figure 4), 5 x 10^4 steps.
 """
 

@@ -26,7 +26,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 ARCHITECTURES = ('mlp', 'conv')
 # How a Gaussian decoder's mean is made from its output: 'identity' for any real data,
-# 'sigmoid' for data in [0, 1] (Kingma & Welling 2013, Appendix C.2).
+# 'sigmoid' for data in [0, 1] (Kingma & Welling 2013, Sec. 5, for Frey Face).
 GAUSSIAN_MEANS = ('identity', 'sigmoid')
 
 

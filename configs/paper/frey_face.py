@@ -15,10 +15,10 @@ def get_config(latent_dim: str = '2'):
     config.dataset = 'frey_face'
     config.binarization = 'none'  # Continuous grey levels in [0, 1].
     config.latent_dim = int(latent_dim)  # Sec. 5, Fig. 2: N_z in {2, 5, 10, 20}.
-    # Sec. 5 / App. C.2: Gaussian MLP decoder (learned diagonal variance), its mean
-    # squashed into (0, 1) by a sigmoid: "the mean is constrained to the interval (0, 1)
-    # using a sigmoidal activation function at the decoder output" (C.2). Grey levels
-    # scaled to [0, 1] fit it; the library's default, 'identity', is for any real data.
+    # Sec. 5: for Frey Face a decoder with Gaussian outputs (the Gaussian MLP of App. C.2,
+    # learned diagonal variance) whose means are constrained to the interval (0, 1) by a
+    # sigmoid at the decoder output. Grey levels scaled to [0, 1] fit it; the library's
+    # default, 'identity', is for any real data.
     config.likelihood = 'gaussian'
     config.model.gaussian_mean = 'sigmoid'
     # The paper puts no floor on the learned variance; neither do we (the default).
