@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import REPO, SHARED_DATA, assert_trees_equal, params_of, tiny_config
 
-from vae_jax import checkpointing, configuration, train
+from vae_jax import checkpointing, configuration, data, evaluate, train
 
 
 def test_workdir_outputs(tmp_path):
@@ -212,7 +212,6 @@ def test_evaluation_splits_do_not_change_with_seed_or_binarisation(tmp_path):
     and ``vae_jax.evaluate`` score the same binary images; 'dynamic' redraws only the
     training batches. The static training set, by contrast, follows the seed.
     """
-    from vae_jax import data, evaluate
 
     def splits(**overrides):
         config = tiny_config(**overrides)

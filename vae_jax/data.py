@@ -123,6 +123,11 @@ def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
 SPLITS = ('train', 'valid', 'test')
 
 
+def is_binary(x: np.ndarray) -> bool:
+    """Whether every value of ``x`` is exactly 0 or 1."""
+    return bool(np.all((x == 0) | (x == 1)))
+
+
 def binarize_for_evaluation(dataset: str, split: str, x: np.ndarray) -> np.ndarray:
     """The one fixed Bernoulli draw of a grey-level split that every evaluation scores.
 
@@ -340,7 +345,7 @@ def _make(
     shapes = {k: v.shape[1:] for k, v in out.items()}
     if len(set(shapes.values())) != 1:
         raise DataError(f'{name} ({source}): splits disagree on the example shape: {shapes}')
-    binary = all(bool(np.all((v == 0) | (v == 1))) for v in out.values())
+    binary = all(is_binary(v) for v in out.values())
     return Splits(name=name, source=source, binary=binary, **out)
 
 

@@ -309,7 +309,7 @@ def evaluate_run(
             )
         )
     result['bound'] = BOUND[method]
-    if bool(np.all((x == 0) | (x == 1))):
+    if data.is_binary(x):
         num_dims = math.prod(run.splits.event_shape)
         result['bits_per_dim'] = -result['log_likelihood'] / (num_dims * math.log(2.0))
     else:

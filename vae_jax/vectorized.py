@@ -35,7 +35,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vae_jax import checkpointing, configuration, parallel, reporting, sweep_points, train
+from vae_jax import checkpointing, configuration, data, parallel, reporting, sweep_points, train
 
 # Fields that may differ between the points of one vectorised sweep: each becomes a
 # traced per-point value [P]; every other field must be equal across the points.
@@ -191,7 +191,7 @@ def train_vectorized(
     else:
         event_shape = tuple(train_data.shape[1:])
         trains = [np.asarray(train_data, np.float32)]
-        binary_data = bool(np.all((trains[0] == 0) | (trains[0] == 1)))
+        binary_data = data.is_binary(trains[0])
     # Static binarisation draws from each point's own stream: stack only if they differ.
     shared = all(np.array_equal(trains[0], t) for t in trains[1:])
     data_axis = None if shared else 0
