@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from configs import default as default_config  # noqa: E402
-from vae_jax import train  # noqa: E402
+from vae_jax import optimizers, train  # noqa: E402
 
 REFERENCE = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'bench', 'torch_vae.py'
@@ -70,7 +70,7 @@ def bench_model(config, event_shape: tuple[int, ...]):
     """(streams, initial state, training step) of ``config``, as train_and_evaluate builds them."""
     streams = train.Streams(config.seed)
     model = train.make_model(config, event_shape)
-    tx = train.make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     state = train.init_state(config, model, tx, event_shape, streams)
     # The benchmark data are binary (bench_config): 0/1 dreams, were wake-sleep benchmarked.
     return streams, state, train.make_train_step(model, tx, config, binary_data=True)

@@ -81,10 +81,24 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.name = 'adam'
     # Peak learning rate (the schedule multiplies it).
     config.optimizer.learning_rate = 1e-3
-    # 'constant', 'cosine' (decays to 0 at num_steps) or 'warmup_cosine'.
+    # 'constant', 'cosine' (decays to 0 at num_steps), 'warmup_cosine', or 'stages'
+    # (piecewise constant: stage i = 0..num_stages-1 lasts stage_steps * stage_growth**i steps
+    # at learning_rate * stage_decay**(i / (num_stages - 1)), then stays at the last rate;
+    # Burda et al. 2016, Sec. 5: 8 stages of 3**i epochs, decay 0.1).
     config.optimizer.schedule = 'constant'
     # Linear warm-up steps for 'warmup_cosine'.
     config.optimizer.warmup_steps = 0
+    # schedule='stages' only: number of stages, length of the first in steps, growth of
+    # each stage's length over the one before, and the last stage's rate / learning_rate.
+    config.optimizer.num_stages = 8
+    config.optimizer.stage_steps = 1000
+    config.optimizer.stage_growth = 3
+    config.optimizer.stage_decay = 0.1
+    # Adam's and AdamW's moment decays and epsilon (optax's defaults; Burda et al. use
+    # eps = 1e-4). Epsilon is added to sqrt(second moment), as in Kingma & Ba (2015).
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.eps = 1e-8
     # L2 weight decay added to the gradient of the per-example loss. The paper's
     # N(0, I) prior on parameters is weight_decay = 1 / (number of training
     # examples). For 'adamw' it is adamw's decoupled decay instead.

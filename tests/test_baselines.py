@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from helpers import assert_trees_equal, tiny_config
 
-from vae_jax import ais, baselines, checkpointing, configuration, distributions, train
+from vae_jax import ais, baselines, checkpointing, configuration, distributions, optimizers, train
 
 EVENT = (28, 28)
 NUM_TRAIN = 4000  # The embedded digits' training split.
@@ -23,7 +23,7 @@ NUM_TRAIN = 4000  # The embedded digits' training split.
 
 def _model_and_params(config, seed=0):
     model = train.make_model(config, EVENT)
-    tx = train.make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     state = train.init_state(config, model, tx, EVENT, train.Streams(seed), num_train=NUM_TRAIN)
     return model, tx, state
 

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from helpers import assert_trees_equal, params_of, tiny_config
 
-from vae_jax import checkpointing, configuration, data, reporting, train
+from vae_jax import checkpointing, configuration, data, optimizers, reporting, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -251,7 +251,7 @@ def _nan_params(step_dir: Path) -> None:
     step = int(step_dir.name)
     config = checkpointing.read_config(str(workdir))
     model = train.make_model(config, (28, 28))
-    tx = train.make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     state = train.init_state(config, model, tx, (28, 28), train.Streams(config.seed))
     state = state.replace(
         step=jnp.asarray(step, jnp.int32),
@@ -320,7 +320,7 @@ def test_no_usable_checkpoint_is_refused_until_restart(tmp_path, twenty_steps):
 def test_save_refuses_non_finite_state(tmp_path):
     config = tiny_config()
     model = train.make_model(config, (28, 28))
-    tx = train.make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     state = train.init_state(config, model, tx, (28, 28), train.Streams(0))
     bad = state.replace(
         opt_state=jax.tree.map(lambda x: x * jnp.inf if x.ndim else x, state.opt_state)
@@ -417,7 +417,7 @@ def test_nan_batch_is_skipped_and_counted(tmp_path, monkeypatch):
 def test_skipped_step_leaves_params_and_optimizer_unchanged():
     config = tiny_config(nonfinite='skip', binarization='none')
     model = train.make_model(config, (28, 28))
-    tx = train.make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     streams = train.Streams(0)
     state = train.init_state(config, model, tx, (28, 28), streams)
     step = jax.jit(train.make_train_step(model, tx, config, binary_data=False))
@@ -540,7 +540,7 @@ def _prepared_workdir(root: Path, config, *, damage=None) -> Path:
     streams = train.Streams(config.seed)
     splits = data.load(config.dataset, config.data_dir)
     model = train.make_model(config, splits.event_shape)
-    tx = train.make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     state = train.init_state(config, model, tx, splits.event_shape, streams)
     mngr = checkpointing.manager(str(workdir), keep=3)
     checkpointing.save(mngr, 5, state.replace(step=jnp.asarray(5, jnp.int32)))

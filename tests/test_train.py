@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import REPO, SHARED_DATA, assert_trees_equal, params_of, tiny_config
 
-from vae_jax import checkpointing, configuration, data, evaluate, train
+from vae_jax import checkpointing, configuration, data, evaluate, optimizers, train
 
 
 def test_workdir_outputs(tmp_path):
@@ -53,7 +53,7 @@ def test_step_compiles_once():
     config = tiny_config()
     streams = train.Streams(0)
     model = train.make_model(config, (28, 28))
-    tx = train.make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     state = train.init_state(config, model, tx, (28, 28), streams)
     step = jax.jit(
         chex.assert_max_traces(train.make_train_step(model, tx, config, binary_data=False), n=1)

@@ -92,6 +92,13 @@ _IMPLIED_WHEN_ABSENT = {
     # Before these fields the Gaussian decoder's mean always went through a sigmoid.
     'model.gaussian_mean': 'sigmoid',
     'model.min_log_var': None,
+    'optimizer.num_stages': 8,
+    'optimizer.stage_steps': 1000,
+    'optimizer.stage_growth': 3,
+    'optimizer.stage_decay': 0.1,
+    'optimizer.b1': 0.9,
+    'optimizer.b2': 0.999,
+    'optimizer.eps': 1e-8,
 }
 _IGNORED_WHEN_ABSENT_PREFIXES = ('mcem.',)
 

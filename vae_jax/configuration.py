@@ -10,7 +10,7 @@ import ml_collections
 from vae_jax import baselines, models, objectives
 
 OPTIMIZERS = ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop')
-SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'stages')
 BINARIZATIONS = ('none', 'static', 'dynamic')
 PLACEMENTS = ('auto', 'device', 'host')
 # Training algorithms: Kingma & Welling's AEVB and their Sec. 5 baselines (vae_jax/baselines.py).
@@ -45,6 +45,33 @@ def _positive(config: ml_collections.ConfigDict, field: str, *, allow_zero: bool
     if value < 0 or (value == 0 and not allow_zero):
         bound = '>= 0' if allow_zero else '> 0'
         raise ConfigError(f'config.{field} must be {bound}, got {value!r}.')
+
+
+def _optimizer_fields(opt: ml_collections.ConfigDict) -> None:
+    """The stage schedule's and Adam's fields (absent from configs stored before them)."""
+    for field in ('num_stages', 'stage_steps', 'stage_growth'):
+        value = opt.get(field, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f'config.optimizer.{field} must be an int >= 1, got {value!r}.')
+    for field, low, high in (
+        ('stage_decay', 0.0, 1.0),
+        ('b1', 0.0, 1.0),
+        ('b2', 0.0, 1.0),
+    ):
+        value = opt.get(field, 0.5)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not (low <= value <= high)
+            or (field == 'stage_decay' and value == 0)
+            or (field != 'stage_decay' and value == 1)
+        ):
+            bounds = '(0, 1]' if field == 'stage_decay' else '[0, 1)'
+            raise ConfigError(f'config.optimizer.{field} must be in {bounds}, got {value!r}.')
+    eps = opt.get('eps', 1e-8)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
+        raise ConfigError(f'config.optimizer.eps must be a finite number > 0, got {eps!r}.')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -127,6 +154,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             'config.beta only weights the ELBO; set --config.beta=1 with objective=iwae.'
         )
+    _optimizer_fields(config.optimizer)
     target = config.mcem.target_acceptance
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
         raise ConfigError(f'config.mcem.target_acceptance must be in (0, 1), got {target!r}.')

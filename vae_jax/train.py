@@ -49,6 +49,7 @@ from vae_jax import (
     estimators,
     models,
     objectives,
+    optimizers,
     parallel,
     plotting,
     reporting,
@@ -149,59 +150,6 @@ def make_model(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]) 
         gaussian_mean=config.model.gaussian_mean,
         min_log_var=config.model.min_log_var,
     )
-
-
-def make_optimizer(
-    config: ml_collections.ConfigDict,
-    *,
-    learning_rate: jax.Array | float | None = None,
-    weight_decay: jax.Array | float | None = None,
-    decay: bool | None = None,
-) -> optax.GradientTransformation:
-    """The optax chain for ``config.optimizer``: clip, weight decay, optimizer.
-
-    ``learning_rate`` and ``weight_decay`` default to the config's; passing them lets
-    them be traced (``vae_jax.vectorized`` stacks points that differ in them). ``decay``
-    (default: ``weight_decay > 0``) decides whether the decay transform is in the chain
-    at all, a structural choice that cannot depend on a traced value.
-    """
-    opt = config.optimizer
-    if learning_rate is None:
-        learning_rate = opt.learning_rate
-    if weight_decay is None:
-        weight_decay = opt.weight_decay
-    if decay is None:
-        decay = opt.weight_decay > 0
-    # MCEM makes several optimizer updates per training step; schedules stay in steps.
-    per_step = config.mcem.num_weight_updates if algorithm_of(config) == 'mcem' else 1
-    lr: optax.ScalarOrSchedule = learning_rate
-    if opt.schedule == 'cosine':
-        lr = optax.cosine_decay_schedule(learning_rate, config.num_steps * per_step)
-    elif opt.schedule == 'warmup_cosine':
-        lr = optax.warmup_cosine_decay_schedule(
-            0.0,
-            learning_rate,
-            max(opt.warmup_steps * per_step, 1),
-            config.num_steps * per_step,
-        )
-    parts = []
-    if opt.grad_clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-    if decay and opt.name != 'adamw':
-        parts.append(optax.add_decayed_weights(weight_decay))
-    if opt.name == 'adam':
-        parts.append(optax.adam(lr))
-    elif opt.name == 'adamw':
-        parts.append(optax.adamw(lr, weight_decay=weight_decay))
-    elif opt.name == 'adagrad':
-        parts.append(optax.adagrad(lr, initial_accumulator_value=opt.adagrad_initial_accumulator))
-    elif opt.name == 'sgd':
-        parts.append(optax.sgd(lr))
-    elif opt.name == 'rmsprop':
-        parts.append(optax.rmsprop(lr))
-    else:
-        raise configuration.ConfigError(f'unknown optimizer.name {opt.name!r}')
-    return optax.chain(*parts)
 
 
 class Streams:
@@ -712,7 +660,7 @@ def train_and_evaluate(
     )
 
     model = make_model(config, event_shape)
-    tx = make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     state = init_state(config, model, tx, event_shape, streams, num_train=train.shape[0])
     manager = checkpointing.manager(workdir, config.keep_checkpoints) if primary else None
     if primary:
@@ -959,7 +907,7 @@ def load_run(workdir: str) -> Run:
     config = checkpointing.read_config(workdir)
     splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
     model = make_model(config, splits.event_shape)
-    tx = make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     num_train = splits.train.shape[0]
     if config.get('num_train_examples') is not None:
         num_train = min(num_train, config.num_train_examples)

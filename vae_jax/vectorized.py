@@ -35,7 +35,16 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vae_jax import checkpointing, configuration, data, parallel, reporting, sweep_points, train
+from vae_jax import (
+    checkpointing,
+    configuration,
+    data,
+    optimizers,
+    parallel,
+    reporting,
+    sweep_points,
+    train,
+)
 
 # Fields that may differ between the points of one vectorised sweep: each becomes a
 # traced per-point value [P]; every other field must be equal across the points.
@@ -123,7 +132,7 @@ def make_vectorized_multi_step(
     """
 
     def one_point(state, train_data, indices, key, hyper):
-        tx = train.make_optimizer(
+        tx = optimizers.make_optimizer(
             config,
             learning_rate=hyper['learning_rate'],
             weight_decay=hyper['weight_decay'],
@@ -203,7 +212,7 @@ def train_vectorized(
     decay = any(c.optimizer.weight_decay > 0 for c in configs)
     states = []
     for c, s in zip(configs, streams, strict=True):
-        tx = train.make_optimizer(c, decay=decay)
+        tx = optimizers.make_optimizer(c, decay=decay)
         states.append(train.init_state(c, model, tx, event_shape, s, num_train=num_train))
     state = place(_stack(states))
     keys = place(jnp.stack([s.train for s in streams]))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import assert_trees_close, assert_trees_equal, params_of, tiny_config
 
-from vae_jax import configuration, parallel, train, vectorized
+from vae_jax import configuration, optimizers, parallel, train, vectorized
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 4,
@@ -56,7 +56,7 @@ def test_batch_is_split_and_gradients_all_reduced():
     assert batches.sharding.shard_shape(batches.shape) == (5, config.batch_size // 4, 784)
 
     model = train.make_model(config, (784,))
-    tx = train.make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     streams = train.Streams(config.seed)
     state = dp.replicate(train.init_state(config, model, tx, (784,), streams))
     multi = jax.jit(
