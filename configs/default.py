@@ -132,6 +132,15 @@ def get_config() -> ml_collections.ConfigDict:
     # Channels of the stride-2 convolutions (architecture 'conv' only).
     config.model.conv_channels = (32, 64)
 
+    # Precision of float32 matrix products ('default', 'tensorfloat32' or 'float32'; jax's
+    # default_matmul_precision). No effect on CPUs, which always multiply in float32. On
+    # NVIDIA GPUs from Ampere on, XLA's 'default' may use TF32 (10-bit mantissa) products:
+    # fine for training, but log p(x) is compared to the second decimal, so evaluation
+    # (validation and test numbers, `python -m vae_jax.evaluate`) is float32 by default.
+    config.precision = ml_collections.ConfigDict()
+    config.precision.train = 'default'
+    config.precision.eval = 'float32'
+
     # Steps fused into one compiled call (lax.scan) when the training set is on
     # the device; larger amortises dispatch, smaller gives finer logging.
     config.steps_per_dispatch = 100

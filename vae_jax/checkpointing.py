@@ -64,6 +64,7 @@ RESUME_SAFE_FIELDS = frozenset(
         'eval_max_examples',
         'eval_ais_steps',
         'eval_ais_chains',
+        'precision.eval',
         'data_dir',
         'data_placement',
         'device_data_max_mb',
@@ -99,6 +100,8 @@ _IMPLIED_WHEN_ABSENT = {
     'optimizer.b1': 0.9,
     'optimizer.b2': 0.999,
     'optimizer.eps': 1e-8,
+    'precision.train': 'default',
+    'precision.eval': 'float32',
 }
 _IGNORED_WHEN_ABSENT_PREFIXES = ('mcem.',)
 
@@ -181,6 +184,8 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
         *parents, last = field.split('.')
         target = config
         for p in parents:
+            if p not in target:
+                target[p] = ml_collections.ConfigDict()
             target = target[p]
         if last not in target:
             target[last] = value

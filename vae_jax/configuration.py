@@ -17,6 +17,8 @@ PLACEMENTS = ('auto', 'device', 'host')
 ALGORITHMS = ('aevb', 'wake_sleep', 'mcem')
 # What a non-finite loss, term or gradient does (vae_jax/train.py).
 NONFINITE = ('stop', 'skip')
+# jax.default_matmul_precision values for config.precision.train / .eval.
+PRECISIONS = ('default', 'tensorfloat32', 'float32')
 
 
 class ConfigError(ValueError):
@@ -92,6 +94,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, 'model.activation', tuple(models.ACTIVATIONS))
     _choice(config, 'model.gaussian_mean', models.GAUSSIAN_MEANS)
     _choice(config, 'mcem.step_size_adaptation', baselines.STEP_SIZE_ADAPTATIONS)
+    if 'precision' in config:  # Absent from configs stored before it existed.
+        _choice(config, 'precision.train', PRECISIONS)
+        _choice(config, 'precision.eval', PRECISIONS)
     if 'nonfinite' in config:  # Absent from configs stored before it existed: 'stop'.
         _choice(config, 'nonfinite', NONFINITE)
     seed = config.seed

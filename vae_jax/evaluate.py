@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from vae_jax import data, diagnostics, estimators, objectives, train
+from vae_jax import configuration, data, diagnostics, estimators, objectives, train
 
 METHODS = ('is', 'iwae', 'ais', 'appendix_d')
 # K when --num_importance_samples is not given: the community's IS standard, and
@@ -247,9 +247,14 @@ def evaluate_run(
     seed: int = 0,
     ais_steps: int = 500,
     bdmc_examples: int = 16,
+    precision: str | None = None,
     write: bool = True,
 ) -> dict[str, Any]:
-    """Evaluates the latest checkpoint in ``workdir``; returns (and writes) the results."""
+    """Evaluates the latest checkpoint in ``workdir``; returns (and writes) the results.
+
+    ``precision``: float32 matmul precision (``configuration.PRECISIONS``); None for the
+    run's ``config.precision.eval``.
+    """
     if method not in METHODS:
         raise ValueError(f'--method must be one of {METHODS}, got {method!r}')
     if num_importance_samples is None:
@@ -258,69 +263,79 @@ def evaluate_run(
         raise ValueError(f'--num_importance_samples must be > 0, got {num_importance_samples}')
     t0 = time.perf_counter()
     run = train.load_run(workdir)
-    x = split_data(run, split)
-    if max_examples:
-        x = x[:max_examples]
-    batch_size = min(batch_size, x.shape[0])
-    key = jax.random.key(seed)
-    # MCEM trains no encoder: nothing that goes through q(z|x) means anything for it.
-    has_encoder = train.algorithm_of(run.config) != 'mcem'
-    if not has_encoder and method in ('is', 'iwae'):
+    if precision is None:
+        precision = run.config.precision.eval
+    if precision not in configuration.PRECISIONS:
         raise ValueError(
-            f'{workdir} was trained with algorithm=mcem, which trains no encoder to propose '
-            'from; use --method=ais (annealed from the prior) or --method=appendix_d.'
+            f'--precision must be one of {configuration.PRECISIONS}, got {precision!r}'
         )
-    terms = elbo_terms(run, x, jax.random.fold_in(key, 0), batch_size) if has_encoder else {}
-    result: dict[str, Any] = {
-        'workdir': os.path.abspath(workdir),
-        'checkpoint_step': run.step,
-        'dataset': run.config.dataset,
-        'split': split,
-        'num_examples': int(x.shape[0]),
-        'method': method,
-        'num_importance_samples': num_importance_samples,
-        **{k: v for k, v in terms.items() if k not in ('mean', 'log_var')},
-    }
-    if method in ('is', 'iwae'):
-        est = importance_sampling(
-            run,
-            x,
-            jax.random.fold_in(key, 1),
-            num_samples=num_importance_samples,
-            report_k=tuple(report_k),
-            batch_size=batch_size,
-            max_chunk=max_chunk,
-        )
-        est.pop('per_example')
-        result.update(est)
-        if method == 'iwae':
-            result['iwae_bound'] = result['log_likelihood']
-    else:
-        result.update(
-            _mcmc_estimate(
+    # jit traces under this context (it is part of the compilation cache key).
+    with jax.default_matmul_precision(precision):
+        x = split_data(run, split)
+        if max_examples:
+            x = x[:max_examples]
+        batch_size = min(batch_size, x.shape[0])
+        key = jax.random.key(seed)
+        # MCEM trains no encoder: nothing that goes through q(z|x) means anything for it.
+        has_encoder = train.algorithm_of(run.config) != 'mcem'
+        if not has_encoder and method in ('is', 'iwae'):
+            raise ValueError(
+                f'{workdir} was trained with algorithm=mcem, which trains no encoder to propose '
+                'from; use --method=ais (annealed from the prior) or --method=appendix_d.'
+            )
+        terms = elbo_terms(run, x, jax.random.fold_in(key, 0), batch_size) if has_encoder else {}
+        result: dict[str, Any] = {
+            'workdir': os.path.abspath(workdir),
+            'checkpoint_step': run.step,
+            'dataset': run.config.dataset,
+            'split': split,
+            'num_examples': int(x.shape[0]),
+            'method': method,
+            'num_importance_samples': num_importance_samples,
+            **{k: v for k, v in terms.items() if k not in ('mean', 'log_var')},
+        }
+        if method in ('is', 'iwae'):
+            est = importance_sampling(
                 run,
                 x,
-                jax.random.fold_in(key, 2),
-                method=method,
+                jax.random.fold_in(key, 1),
                 num_samples=num_importance_samples,
+                report_k=tuple(report_k),
                 batch_size=batch_size,
-                ais_steps=ais_steps,
-                bdmc_examples=bdmc_examples,
+                max_chunk=max_chunk,
             )
-        )
-    result['bound'] = BOUND[method]
-    if data.is_binary(x):
-        num_dims = math.prod(run.splits.event_shape)
-        result['bits_per_dim'] = -result['log_likelihood'] / (num_dims * math.log(2.0))
-    else:
-        result['bits_per_dim_note'] = (
-            'not reported: the scored data are not binary, so log p(x) is a density '
-            '(Gaussian) or a relaxation (grey levels under a Bernoulli), not a code length'
-        )
-    if has_encoder:
-        result['diagnostics'] = diagnostics.posterior_diagnostics(
-            jax.random.fold_in(key, 3), jnp.asarray(terms['mean']), jnp.asarray(terms['log_var'])
-        )
+            est.pop('per_example')
+            result.update(est)
+            if method == 'iwae':
+                result['iwae_bound'] = result['log_likelihood']
+        else:
+            result.update(
+                _mcmc_estimate(
+                    run,
+                    x,
+                    jax.random.fold_in(key, 2),
+                    method=method,
+                    num_samples=num_importance_samples,
+                    batch_size=batch_size,
+                    ais_steps=ais_steps,
+                    bdmc_examples=bdmc_examples,
+                )
+            )
+        result['bound'] = BOUND[method]
+        if data.is_binary(x):
+            num_dims = math.prod(run.splits.event_shape)
+            result['bits_per_dim'] = -result['log_likelihood'] / (num_dims * math.log(2.0))
+        else:
+            result['bits_per_dim_note'] = (
+                'not reported: the scored data are not binary, so log p(x) is a density '
+                '(Gaussian) or a relaxation (grey levels under a Bernoulli), not a code length'
+            )
+        if has_encoder:
+            result['diagnostics'] = diagnostics.posterior_diagnostics(
+                jax.random.fold_in(key, 3),
+                jnp.asarray(terms['mean']),
+                jnp.asarray(terms['log_var']),
+            )
     result['wall_seconds'] = time.perf_counter() - t0
     if write:
         path = os.path.join(workdir, f'eval_{split}_{method}_{num_importance_samples}.json')
@@ -388,6 +403,12 @@ _MAX_EXAMPLES = flags.DEFINE_integer('max_examples', 0, 'Use only the first N ex
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the estimator.')
 _AIS_STEPS = flags.DEFINE_integer('ais_steps', 500, 'AIS intermediate distributions.')
 _BDMC = flags.DEFINE_integer('bdmc_examples', 16, 'ais: examples simulated for BDMC (0: none).')
+_PRECISION = flags.DEFINE_enum(
+    'precision',
+    '',
+    ['', *configuration.PRECISIONS],
+    "float32 matmul precision; '' for the run's config.precision.eval (GPUs: TF32 or not).",
+)
 _PLOT = flags.DEFINE_string('plot', '', 'If set, draw the diagnostics to this PNG.')
 
 
@@ -407,6 +428,7 @@ def main(argv):
             seed=_SEED.value,
             ais_steps=_AIS_STEPS.value,
             bdmc_examples=_BDMC.value,
+            precision=_PRECISION.value or None,
         )
     except (FileNotFoundError, ValueError, data.DataError) as e:
         logging.error('%s', e)

@@ -326,6 +326,17 @@ def _skip_nonfinite(update: Callable) -> Callable:
     return guarded
 
 
+def with_matmul_precision(fn: Callable, precision: str) -> Callable:
+    """``fn`` traced under ``jax.default_matmul_precision(precision)`` (config.precision)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision(precision):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def make_train_step(model, tx, config, *, binary_data: bool) -> Callable:
     """step(state, x, key, idx=None) -> (state, metrics); one update of Algorithm 1.
 
@@ -351,7 +362,7 @@ def make_train_step(model, tx, config, *, binary_data: bool) -> Callable:
             x = data.binarize(bin_key, x)
         return update(state, x, z_key, idx)
 
-    return step
+    return with_matmul_precision(step, config.precision.train)
 
 
 def make_multi_step(step: Callable) -> Callable:
@@ -450,7 +461,11 @@ def make_eval_fns(model: models.VAE, config: ml_collections.ConfigDict):
             chunk_size=chunk_size,
         )
 
-    return jax.jit(elbo_terms), jax.jit(log_px, static_argnums=(3, 4))
+    precision = config.precision.eval
+    return (
+        jax.jit(with_matmul_precision(elbo_terms, precision)),
+        jax.jit(with_matmul_precision(log_px, precision), static_argnums=(3, 4)),
+    )
 
 
 def make_ais_log_px(model: models.VAE, config: ml_collections.ConfigDict) -> Callable:
@@ -472,7 +487,7 @@ def make_ais_log_px(model: models.VAE, config: ml_collections.ConfigDict) -> Cal
             num_chains=config.eval_ais_chains,
         )['log_px']
 
-    return jax.jit(log_px)
+    return jax.jit(with_matmul_precision(log_px, config.precision.eval))
 
 
 def save_images(config, workdir, model, params, x, key, step: int | None = None) -> None:
