@@ -87,16 +87,13 @@ def main() -> None:
         likelihood='bernoulli',
     )
     params = models.init_params(model, jax.random.key(0), (28, 28), 20)
-    encode = lambda xb: model.apply({'params': params}, xb, method=model.encode)
-    decode = lambda z: model.apply({'params': params}, z, method=model.decode)
+    lm = models.latent_model(model, params)
     chunk = estimators.chunk_size_for(args.num_samples, args.chunk_size)
     fn = jax.jit(
         lambda xb, kb: estimators.importance_log_likelihood(
             kb,
             xb,
-            encode,
-            decode,
-            likelihood='bernoulli',
+            lm,
             num_samples=args.num_samples,
             chunk_size=chunk,
         )

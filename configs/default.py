@@ -109,10 +109,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.adagrad_initial_accumulator = 0.1
 
     config.model = ml_collections.ConfigDict()
-    # 'mlp' or 'conv'.
+    # 'mlp', 'conv', or 'hierarchical' (stochastic layers z_1 .. z_L, each a diagonal
+    # Gaussian given its neighbour: q(z_1|x) q(z_2|z_1) .., p(z_L) = N(0, I), p(z_l|z_{l+1}),
+    # p(x|z_1), all MLPs; Burda et al. 2016. z_1 has `latent_dim` units and MLPs of
+    # `hidden_dims` to and from x; the layers above are `upper_latent_dims`).
     config.model.architecture = 'mlp'
     # Widths of the hidden layers of the encoder; the decoder mirrors them.
     config.model.hidden_dims = (400,)
+    # architecture='hierarchical' only: sizes of z_2 .. z_L (bottom to top), and the
+    # hidden widths of the MLPs between z_{l-1} and z_l, one tuple per layer, mirrored on
+    # the way down. Burda et al.'s two-layer model: latent_dim 100, hidden_dims (200, 200),
+    # upper_latent_dims (50,), upper_hidden_dims ((100, 100),).
+    config.model.upper_latent_dims = ()
+    config.model.upper_hidden_dims = ()
     # Hidden nonlinearity: 'tanh' (the paper), 'relu', 'elu', 'gelu', 'softplus', 'swish', ...
     config.model.activation = 'relu'
     # None: flax's initialisers (LeCun normal weights, zero biases). A number: every

@@ -92,12 +92,15 @@ class PPCA:
         return mean + 0.4, log_var + 0.6
 
     def decode(self, z):
-        """``z`` ``[..., B, Dz]`` -> ``(mean, log_var)``, each ``[..., B, Dx]``."""
+        """``z`` ``[..., B, Dz]`` -> p(x|z), a ``DiagonalGaussian`` of ``[..., B, Dx]``."""
         import jax.numpy as jnp
+
+        from vae_jax import likelihoods
 
         mean = jnp.einsum('...k,dk->...d', z, self.w)
         mean = mean + jnp.broadcast_to(self.b, mean.shape)
-        return mean, jnp.full(mean.shape, jnp.log(self.s2), mean.dtype)
+        log_var = jnp.full(mean.shape, jnp.log(self.s2), mean.dtype)
+        return likelihoods.DiagonalGaussian(mean, log_var, event_ndim=1)
 
 
 @pytest.fixture(scope='session')

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vae_jax import ais, estimators
+from vae_jax import ais, estimators, likelihoods, objectives
 
 
 def _ais(ppca, num_annealing_steps, num_chains, encode=None, **kwargs):
@@ -24,7 +24,6 @@ def _ais(ppca, num_annealing_steps, num_chains, encode=None, **kwargs):
             ais.ais_log_likelihood,
             x=jnp.asarray(ppca.x),
             decode=ppca.decode,
-            likelihood='gaussian',
             latent_dim=ppca.z_dim,
             num_annealing_steps=num_annealing_steps,
             num_chains=num_chains,
@@ -108,7 +107,6 @@ def _bdmc(ppca, num_annealing_steps):
         functools.partial(
             ais.bdmc,
             decode=ppca.decode,
-            likelihood='gaussian',
             latent_dim=ppca.z_dim,
             event_shape=(ppca.x_dim,),
             num_examples=8,
@@ -145,7 +143,6 @@ def test_bdmc_checks_event_shape(ppca):
         ais.bdmc(
             jax.random.key(0),
             ppca.decode,
-            likelihood='gaussian',
             latent_dim=2,
             event_shape=(5,),
             num_examples=2,
@@ -166,7 +163,6 @@ def test_appendix_d_estimator_matches_exact_log_px(ppca, use_encoder):
             ais.hmc_marginal_likelihood,
             x=jnp.asarray(ppca.x),
             decode=ppca.decode,
-            likelihood='gaussian',
             latent_dim=ppca.z_dim,
             num_posterior_samples=1000,
             num_burnin=300,
@@ -192,17 +188,14 @@ def test_bernoulli_ais_beats_small_k_importance_sampling():
 
     def decode(z):
         logits = jnp.einsum('...k,dk->...d', z, w)
-        return (logits + jnp.broadcast_to(b, logits.shape),)
+        return likelihoods.Bernoulli(logits + jnp.broadcast_to(b, logits.shape), event_ndim=1)
 
-    _, x = ais.simulate(
-        jax.random.key(5), decode, likelihood='bernoulli', latent_dim=2, num_examples=8
-    )
+    _, x = ais.simulate(jax.random.key(5), decode, latent_dim=2, num_examples=8)
     assert set(np.unique(x)) <= {0.0, 1.0}
     out = jax.jit(
         functools.partial(
             ais.ais_log_likelihood,
             decode=decode,
-            likelihood='bernoulli',
             latent_dim=2,
             num_annealing_steps=200,
             num_chains=16,
@@ -215,9 +208,7 @@ def test_bernoulli_ais_beats_small_k_importance_sampling():
             functools.partial(
                 estimators.importance_log_likelihood,
                 x=x,
-                encode=_prior_encode,
-                decode=decode,
-                likelihood='bernoulli',
+                model=objectives.gaussian_latent_model(_prior_encode, decode),
                 num_samples=num_samples,
                 chunk_size=chunk_size,
             )
@@ -230,7 +221,7 @@ def test_bernoulli_ais_beats_small_k_importance_sampling():
 def test_public_functions_jit_once(ppca):
     """Static sizes closed over: a second key reuses the compiled program."""
     x = jnp.asarray(ppca.x)
-    common = dict(decode=ppca.decode, likelihood='gaussian', latent_dim=ppca.z_dim)
+    common = dict(decode=ppca.decode, latent_dim=ppca.z_dim)
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -314,7 +305,7 @@ def _tanh_mlp_bernoulli(seed=4, num_pixels=12, hidden=8, scale=1.5, num_examples
     def decode(z):
         hid = jnp.tanh(z @ w1j + jnp.broadcast_to(b1j, (*z.shape[:-1], hidden)))
         out = hid @ w2j
-        return (out + jnp.broadcast_to(b2j, out.shape),)
+        return likelihoods.Bernoulli(out + jnp.broadcast_to(b2j, out.shape), event_ndim=1)
 
     return decode, jnp.asarray(x, jnp.float32), exact
 
@@ -337,7 +328,6 @@ def test_appendix_d_estimator_on_a_non_gaussian_posterior():
         functools.partial(
             ais.hmc_marginal_likelihood,
             decode=decode,
-            likelihood='bernoulli',
             latent_dim=2,
             num_posterior_samples=1000,
             num_burnin=300,
@@ -382,7 +372,6 @@ def test_forward_weights_are_unbiased_for_p_x_with_adaptation_on(ppca):
             ais.ais_log_likelihood,
             x=x,
             decode=ppca.decode,
-            likelihood='gaussian',
             latent_dim=ppca.z_dim,
             num_annealing_steps=5,
             num_chains=1,
@@ -406,7 +395,6 @@ def test_bdmc_bounds_sit_on_their_sides_of_exact_log_px(ppca):
         functools.partial(
             ais.bdmc,
             decode=ppca.decode,
-            likelihood='gaussian',
             latent_dim=ppca.z_dim,
             event_shape=(ppca.x_dim,),
             num_examples=256,

@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 from helpers import assert_trees_equal, tiny_config
 
-from vae_jax import ais, baselines, checkpointing, configuration, distributions, optimizers, train
+from vae_jax import (
+    ais,
+    baselines,
+    checkpointing,
+    configuration,
+    distributions,
+    likelihoods,
+    optimizers,
+    train,
+)
 
 EVENT = (28, 28)
 NUM_TRAIN = 4000  # The embedded digits' training split.
@@ -56,19 +65,17 @@ def test_wake_sleep_gradient_is_wake_for_decoder_and_sleep_for_encoder(likelihoo
 
     def total(params):
         encode, decode = _coders(model, params)
-        return baselines.wake_sleep_loss(key, x, encode, decode, likelihood=likelihood)[0]
+        return baselines.wake_sleep_loss(key, x, encode, decode)[0]
 
     def wake(params):
         encode, decode = _coders(model, params)
         mean, log_var = encode(x)
-        terms = baselines.wake_term(key_wake, x, mean, log_var, decode, likelihood=likelihood)
+        terms = baselines.wake_term(key_wake, x, mean, log_var, decode)
         return -jnp.mean(terms)
 
     def sleep(params):
         encode, decode = _coders(model, params)
-        terms = baselines.sleep_term(
-            key_sleep, encode, decode, likelihood=likelihood, latent_dim=4, num_dreams=8
-        )
+        terms = baselines.sleep_term(key_sleep, encode, decode, latent_dim=4, num_dreams=8)
         return -jnp.mean(terms)
 
     g_total, g_wake, g_sleep = (jax.grad(f)(state.params) for f in (total, wake, sleep))
@@ -86,7 +93,7 @@ def test_wake_sleep_reports_the_elbo_of_the_batch():
     model, _, state = _model_and_params(config)
     encode, decode = _coders(model, state.params)
     x = jax.random.bernoulli(jax.random.key(1), 0.3, (8, *EVENT)).astype(jnp.float32)
-    terms = baselines.wake_sleep_terms(jax.random.key(3), x, encode, decode, likelihood='bernoulli')
+    terms = baselines.wake_sleep_terms(jax.random.key(3), x, encode, decode)
     assert all(v.shape == (8,) for v in terms.values())
     np.testing.assert_allclose(terms['elbo'], terms['wake'] - terms['kl'], rtol=1e-6)
     np.testing.assert_array_equal(terms['objective'], terms['elbo'])
@@ -139,7 +146,7 @@ def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binar
     model, _, state = _model_and_params(config)
     encode, decode = _coders(model, state.params)
     key = jax.random.key(4)
-    sizes = dict(likelihood='bernoulli', latent_dim=4, num_dreams=8)
+    sizes = dict(latent_dim=4, num_dreams=8)
     seen = {'relaxed': [], 'sample': []}
     terms = {
         dream: baselines.sleep_term(
@@ -151,7 +158,7 @@ def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binar
     (x_relaxed,), (x_sample,) = seen['relaxed'], seen['sample']
 
     # 'sample': ais.simulate's exact 0/1 draws, as before the dream option existed.
-    z, x = ais.simulate(key, decode, likelihood='bernoulli', latent_dim=4, num_examples=8)
+    z, x = ais.simulate(key, decode, latent_dim=4, num_examples=8)
     np.testing.assert_array_equal(x_sample, x)
     assert np.all((x_sample == 0) | (x_sample == 1))
     np.testing.assert_array_equal(
@@ -160,7 +167,7 @@ def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binar
     # 'relaxed': the same z, the binary Concrete draw, in [0, 1] (float32 rounds the
     # sigmoid of large arguments to 0 or 1), mostly strictly inside.
     key_z, key_x = jax.random.split(key)
-    (logits,) = decode(z)
+    logits = decode(z).logits
     noise = jax.random.logistic(key_x, logits.shape)
     tau = baselines.RELAXED_DREAM_TEMPERATURE
     np.testing.assert_allclose(x_relaxed, jax.nn.sigmoid((logits + noise) / tau), rtol=1e-6)
@@ -170,10 +177,8 @@ def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binar
     np.testing.assert_allclose(
         terms['relaxed'], distributions.diag_gaussian_log_prob(z, *encode(x_relaxed)), rtol=1e-6
     )
-    many_z, many_x = baselines.dreams(
-        key, decode, likelihood='bernoulli', latent_dim=4, num_dreams=20_000, dream='relaxed'
-    )
-    p = np.asarray(jax.nn.sigmoid(decode(many_z)[0]))
+    many_z, many_x = baselines.dreams(key, decode, latent_dim=4, num_dreams=20_000, dream='relaxed')
+    p = np.asarray(jax.nn.sigmoid(decode(many_z).logits))
     above = np.asarray(many_x > 0.5, np.float64)
     se = math.sqrt(np.mean(p * (1 - p)) / above.shape[0])  # per pixel, over 20,000 dreams
     assert np.max(np.abs(above.mean(0) - p.mean(0))) < 5 * se
@@ -181,10 +186,14 @@ def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binar
     np.testing.assert_array_equal(
         baselines.sleep_term(key, encode, decode, **sizes), terms['sample']
     )
+
+    # A Gaussian decoder (here one with the same means and unit variance) has no relaxation.
+    def gaussian_decode(z):
+        loc = decode(z).logits
+        return likelihoods.DiagonalGaussian(loc, jnp.zeros_like(loc), event_ndim=len(EVENT))
+
     with pytest.raises(ValueError, match='relaxes a Bernoulli'):
-        baselines.dreams(
-            key, decode, likelihood='gaussian', latent_dim=4, num_dreams=2, dream='relaxed'
-        )
+        baselines.dreams(key, gaussian_decode, latent_dim=4, num_dreams=2, dream='relaxed')
 
 
 def _binary_npz(tmp_path):
@@ -273,7 +282,6 @@ def test_e_step_leaves_the_exact_ppca_posterior_invariant(ppca, adaptation):
         functools.partial(
             baselines.hmc_e_step,
             decode=ppca.decode,
-            likelihood='gaussian',
             num_transitions=5,
             step_size_adaptation=adaptation,
         )
@@ -304,7 +312,6 @@ def test_e_step_adapts_step_sizes_towards_the_target(ppca, adaptation):
         functools.partial(
             baselines.hmc_e_step,
             decode=ppca.decode,
-            likelihood='gaussian',
             num_transitions=30,
             step_size_adaptation=adaptation,
         )
@@ -323,8 +330,8 @@ def test_e_step_adapts_step_sizes_towards_the_target(ppca, adaptation):
 
 def test_mcem_loss_is_the_mean_log_joint(ppca):
     z = jnp.asarray(ppca.post_mean)
-    loss, means = baselines.mcem_loss(jnp.asarray(ppca.x), z, ppca.decode, likelihood='gaussian')
-    terms = baselines.log_joint_terms(jnp.asarray(ppca.x), z, ppca.decode, likelihood='gaussian')
+    loss, means = baselines.mcem_loss(jnp.asarray(ppca.x), z, ppca.decode)
+    terms = baselines.log_joint_terms(jnp.asarray(ppca.x), z, ppca.decode)
     np.testing.assert_allclose(-loss, np.mean(terms['log_px_z'] + terms['log_pz']), rtol=1e-6)
     np.testing.assert_allclose(means['log_joint'], means['reconstruction'] + means['log_prior'])
 

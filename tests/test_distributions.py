@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from vae_jax import distributions, objectives
+from vae_jax import distributions, likelihoods, objectives
 
 RTOL = 1e-5
 ATOL = 1e-5
@@ -199,13 +199,19 @@ def test_log_q_from_the_noise_is_exact_where_sigma_is_tiny_next_to_the_mean():
         return mean, log_var
 
     def decode(z):
-        return (jnp.zeros((*z.shape[:-1], 3), jnp.float32),)
+        return likelihoods.Bernoulli(jnp.zeros((*z.shape[:-1], 3), jnp.float32), event_ndim=1)
 
     x = jnp.zeros((2, 3), jnp.float32)
     terms = objectives.log_importance_weights(
-        key, x, encode, decode, likelihood='bernoulli', num_samples=5
+        key, x, objectives.gaussian_latent_model(encode, decode), num_samples=5
     )
     np.testing.assert_allclose(np.asarray(terms['log_qz']), exact, atol=1e-4)
-    mc = objectives.elbo(key, x, encode, decode, num_samples=5, kl_estimator='monte_carlo')
+    mc = objectives.elbo(
+        key,
+        x,
+        objectives.gaussian_latent_model(encode, decode),
+        num_samples=5,
+        kl_estimator='monte_carlo',
+    )
     log_pz = np.asarray(distributions.std_normal_log_prob(z), np.float64)
     np.testing.assert_allclose(np.asarray(mc['kl']), np.mean(exact - log_pz, axis=0), atol=1e-3)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import estimators
+from vae_jax import estimators, objectives
 
 
 def _estimator(ppca, encode, num_samples, chunk_size):
@@ -21,9 +21,7 @@ def _estimator(ppca, encode, num_samples, chunk_size):
         functools.partial(
             estimators.importance_log_likelihood,
             x=jnp.asarray(ppca.x),
-            encode=encode,
-            decode=ppca.decode,
-            likelihood='gaussian',
+            model=objectives.gaussian_latent_model(encode, ppca.decode),
             num_samples=num_samples,
             chunk_size=chunk_size,
         )
@@ -41,10 +39,8 @@ def test_exact_posterior_gives_exact_log_px_for_any_chunking(ppca, chunk_size):
 def _all_log_weights(ppca, key, num_samples):
     """All K log weights in one call: ``[K, B]``."""
     x = jnp.asarray(ppca.x)
-    mean, log_var = ppca.perturbed_encode(x)
-    return estimators.importance_log_weights(
-        key, x, mean, log_var, ppca.decode, likelihood='gaussian', start=0, count=num_samples
-    )
+    model = objectives.gaussian_latent_model(ppca.perturbed_encode, ppca.decode)
+    return estimators.importance_log_weights(key, x, model, start=0, count=num_samples)
 
 
 @pytest.mark.parametrize('chunk_size', [1, 3, 4, 12])
@@ -64,9 +60,7 @@ def test_running_estimates_are_the_bounds_of_nested_prefixes(ppca):
     running = estimators.running_importance_log_likelihood(
         key,
         jnp.asarray(ppca.x),
-        ppca.perturbed_encode,
-        ppca.decode,
-        likelihood='gaussian',
+        objectives.gaussian_latent_model(ppca.perturbed_encode, ppca.decode),
         num_samples=num_samples,
         chunk_size=chunk_size,
     )
@@ -104,9 +98,7 @@ def test_non_divisible_num_samples_raises(ppca):
         estimators.importance_log_likelihood(
             jax.random.key(0),
             jnp.asarray(ppca.x),
-            ppca.exact_encode,
-            ppca.decode,
-            likelihood='gaussian',
+            objectives.gaussian_latent_model(ppca.exact_encode, ppca.decode),
             num_samples=10,
             chunk_size=3,
         )
@@ -132,9 +124,9 @@ def test_chunk_size_for_is_the_largest_divisor_at_most_max(num_samples, max_chun
 
 
 def test_jit_with_static_sizes(ppca):
-    """jit with the sizes, callables and likelihood static: same numbers as eager, one trace."""
+    """jit with the sizes and callables static: same numbers as eager, one trace."""
     x = jnp.asarray(ppca.x)
-    static = ('encode', 'decode', 'likelihood', 'num_samples', 'chunk_size')
+    static = ('model', 'num_samples', 'chunk_size')
     traces = []
 
     def counted(*args, **kwargs):
@@ -143,9 +135,7 @@ def test_jit_with_static_sizes(ppca):
 
     jitted = jax.jit(counted, static_argnames=static)
     kw = dict(
-        encode=ppca.perturbed_encode,
-        decode=ppca.decode,
-        likelihood='gaussian',
+        model=objectives.gaussian_latent_model(ppca.perturbed_encode, ppca.decode),
         num_samples=8,
         chunk_size=4,
     )

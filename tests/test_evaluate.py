@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import tiny_config
 
-from vae_jax import ais, diagnostics, evaluate, train
+from vae_jax import ais, diagnostics, evaluate, likelihoods, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,11 +125,12 @@ def test_ais_reports_a_bdmc_sandwich(workdir, monkeypatch):
     A spy records what ais.bdmc is called with and its per-example bounds, so the file's
     numbers are checked against an independent reduction rather than against each other.
     """
-    calls, bounds = [], []
+    calls, decoders, bounds = [], [], []
     real_bdmc = ais.bdmc
 
     def spy(key, decode, **kwargs):
         calls.append(kwargs)
+        decoders.append(decode(jnp.zeros((1, kwargs['latent_dim']), jnp.float32)))
         out = real_bdmc(key, decode, **kwargs)
         jax.debug.callback(
             lambda lo, up: bounds.append((np.asarray(lo), np.asarray(up))),
@@ -162,7 +163,9 @@ def test_ais_reports_a_bdmc_sandwich(workdir, monkeypatch):
     assert kwargs['num_examples'] == 3
     assert kwargs['num_annealing_steps'] == 10 and kwargs['num_chains'] == 2
     assert kwargs['encode'] is not None  # p0 = q(z|x): the run has a trained encoder.
-    assert kwargs['likelihood'] == 'bernoulli' and kwargs['latent_dim'] == 4
+    assert kwargs['latent_dim'] == 4
+    (p_x,) = decoders  # The run's decoder: p(x|z) of its config.likelihood='bernoulli'.
+    assert isinstance(p_x, likelihoods.Bernoulli)
     ((lower, upper),) = bounds
     assert lower.shape == upper.shape == (3,)
     assert bdmc['lower'] == pytest.approx(np.mean(lower), rel=1e-6)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import models
+from vae_jax import likelihoods, models
 
 
 @pytest.mark.parametrize('architecture', ['mlp', 'conv'])
@@ -26,8 +26,14 @@ def test_output_shapes(architecture, event_shape, likelihood):
     mean, log_var = model.apply({'params': params}, x, method=model.encode)
     assert mean.shape == log_var.shape == (5, 3)
     z = jnp.zeros((7, 5, 3))  # [S, B, D]: a sample axis in front.
-    out = model.apply({'params': params}, z, method=model.decode)
-    assert len(out) == (1 if likelihood == 'bernoulli' else 2)
+    p_x = model.apply({'params': params}, z, method=model.decode)
+    if likelihood == 'bernoulli':
+        assert isinstance(p_x, likelihoods.Bernoulli)
+        out = (p_x.logits,)
+    else:
+        assert isinstance(p_x, likelihoods.DiagonalGaussian)
+        out = (p_x.loc, p_x.log_var)
+    assert p_x.event_ndim == len(event_shape)
     for o in out:
         assert o.shape == (7, 5, *event_shape)
 
@@ -59,12 +65,12 @@ def _gaussian_decoder_out(**kw):
         **kw,
     )
     params = models.init_params(model, jax.random.key(1), (6,), 2)
-    mean, log_var = model.apply(
+    p_x = model.apply(
         {'params': params},
         100.0 * jax.random.normal(jax.random.key(2), (50, 2)),
         method=model.decode,
     )
-    return np.asarray(mean), np.asarray(log_var)
+    return np.asarray(p_x.loc), np.asarray(p_x.log_var)
 
 
 def test_gaussian_mean_sigmoid_in_unit_interval_identity_unbounded():

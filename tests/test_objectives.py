@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import objectives
+from vae_jax import likelihoods, objectives
 
 LIKELIHOODS = ('gaussian', 'bernoulli')
 
@@ -37,8 +37,10 @@ def _linear_vae(likelihood: str, seed: int = 0):
         mean = jnp.einsum('...k,dk->...d', z, w)
         mean = mean + jnp.broadcast_to(b, mean.shape)
         if likelihood == 'bernoulli':
-            return (mean,)
-        return mean, 0.1 * jnp.einsum('...k,dk->...d', z, v)
+            return likelihoods.Bernoulli(mean, event_ndim=1)
+        return likelihoods.DiagonalGaussian(
+            mean, 0.1 * jnp.einsum('...k,dk->...d', z, v), event_ndim=1
+        )
 
     return jnp.asarray(x), encode, decode
 
@@ -70,9 +72,17 @@ def test_sgvb_a_and_b_agree_in_expectation(likelihood):
     x, encode, decode = _linear_vae(likelihood)
 
     def diff(key):
-        kw = dict(likelihood=likelihood, num_samples=100)
-        a = objectives.elbo(key, x, encode, decode, kl_estimator='monte_carlo', **kw)
-        b = objectives.elbo(key, x, encode, decode, kl_estimator='analytic', **kw)
+        kw = dict(num_samples=100)
+        a = objectives.elbo(
+            key,
+            x,
+            objectives.gaussian_latent_model(encode, decode),
+            kl_estimator='monte_carlo',
+            **kw,
+        )
+        b = objectives.elbo(
+            key, x, objectives.gaussian_latent_model(encode, decode), kl_estimator='analytic', **kw
+        )
         return a['elbo'] - b['elbo']
 
     d = _over_keys(diff, seed=0, num_keys=200)
@@ -92,9 +102,12 @@ def test_sgvb_b_has_lower_variance_than_a(likelihood):
     x, encode, decode = _linear_vae(likelihood)
 
     def both(key):
-        kw = dict(likelihood=likelihood)
-        a = objectives.elbo(key, x, encode, decode, kl_estimator='monte_carlo', **kw)['elbo']
-        b = objectives.elbo(key, x, encode, decode, kl_estimator='analytic', **kw)['elbo']
+        a = objectives.elbo(
+            key, x, objectives.gaussian_latent_model(encode, decode), kl_estimator='monte_carlo'
+        )['elbo']
+        b = objectives.elbo(
+            key, x, objectives.gaussian_latent_model(encode, decode), kl_estimator='analytic'
+        )['elbo']
         return a, b
 
     a, b = _over_keys(both, seed=1, num_keys=500)
@@ -112,11 +125,22 @@ def test_elbo_terms_and_beta(likelihood):
     def run(key):
         outs = {}
         for est in ('analytic', 'monte_carlo'):
-            kw = dict(likelihood=likelihood, num_samples=3, kl_estimator=est)
+            kw = dict(num_samples=3, kl_estimator=est)
             outs[est] = (
-                objectives.elbo(key, x, encode, decode, beta=0.3, **kw),
-                objectives.elbo(key, x, encode, decode, beta=1.0, **kw),
-                objectives.compute(key, x, encode, decode, objective='elbo', beta=0.3, **kw),
+                objectives.elbo(
+                    key, x, objectives.gaussian_latent_model(encode, decode), beta=0.3, **kw
+                ),
+                objectives.elbo(
+                    key, x, objectives.gaussian_latent_model(encode, decode), beta=1.0, **kw
+                ),
+                objectives.compute(
+                    key,
+                    x,
+                    objectives.gaussian_latent_model(encode, decode),
+                    objective='elbo',
+                    beta=0.3,
+                    **kw,
+                ),
             )
         return outs
 
@@ -135,7 +159,9 @@ def test_elbo_terms_and_beta(likelihood):
 
 def test_analytic_kl_term_is_the_closed_form():
     x, encode, decode = _linear_vae('gaussian')
-    out = _jit(objectives.elbo, x, encode, decode, likelihood='gaussian')(jax.random.key(0))
+    out = _jit(objectives.elbo, x, objectives.gaussian_latent_model(encode, decode))(
+        jax.random.key(0)
+    )
     mean, log_var = (np.asarray(a, np.float64) for a in encode(x))
     want = 0.5 * np.sum(np.exp(log_var) + mean**2 - 1 - log_var, axis=-1)
     np.testing.assert_allclose(out['kl'], want, rtol=1e-5)
@@ -149,11 +175,19 @@ def test_iwae_with_one_sample_equals_monte_carlo_elbo(likelihood):
 
     @jax.jit
     def run(key):
-        kw = dict(likelihood=likelihood, num_samples=1)
+        kw = dict(num_samples=1)
         return (
-            objectives.iwae(key, x, encode, decode, **kw),
-            objectives.elbo(key, x, encode, decode, kl_estimator='monte_carlo', **kw),
-            objectives.compute(key, x, encode, decode, objective='iwae', **kw),
+            objectives.iwae(key, x, objectives.gaussian_latent_model(encode, decode), **kw),
+            objectives.elbo(
+                key,
+                x,
+                objectives.gaussian_latent_model(encode, decode),
+                kl_estimator='monte_carlo',
+                **kw,
+            ),
+            objectives.compute(
+                key, x, objectives.gaussian_latent_model(encode, decode), objective='iwae', **kw
+            ),
         )
 
     for seed in range(3):
@@ -177,7 +211,9 @@ def test_iwae_nondecreasing_in_k(likelihood):
 
     def run(key):
         return [
-            objectives.iwae(key, x, encode, decode, likelihood=likelihood, num_samples=k)['iwae']
+            objectives.iwae(
+                key, x, objectives.gaussian_latent_model(encode, decode), num_samples=k
+            )['iwae']
             for k in ks
         ]
 
@@ -199,15 +235,14 @@ def test_ppca_bounds_are_ordered_and_tighten(ppca):
     x = jnp.asarray(ppca.x)
     log_px = float(np.mean(ppca.log_px))
     ks = (1, 10, 100, 1000)
-    kw = dict(likelihood='gaussian')
 
     def run(key):
         keys = jax.random.split(key, len(ks) + 1)
-        elbo = objectives.elbo(
-            keys[-1], x, ppca.perturbed_encode, ppca.decode, num_samples=100, **kw
-        )['elbo']
+        encode = ppca.perturbed_encode
+        model = objectives.gaussian_latent_model(encode, ppca.decode)
+        elbo = objectives.elbo(keys[-1], x, model, num_samples=100)['elbo']
         iwaes = [
-            objectives.iwae(kk, x, ppca.perturbed_encode, ppca.decode, num_samples=k, **kw)['iwae']
+            objectives.iwae(kk, x, model, num_samples=k)['iwae']
             for kk, k in zip(keys, ks, strict=False)
         ]
         return elbo, iwaes
@@ -233,15 +268,20 @@ def test_exact_posterior_makes_the_bounds_tight(ppca):
     """With q = p(z|x), log w = log p(x) for every z: one draw gives exact log p(x) (1e-3),
     estimator A has zero variance, and estimator B matches within 4 s.e."""
     x = jnp.asarray(ppca.x)
-    kw = dict(likelihood='gaussian')
     encode, decode = ppca.exact_encode, ppca.decode
 
     @jax.jit
     def one_key(key):
         return (
-            objectives.log_importance_weights(key, x, encode, decode, num_samples=50, **kw),
-            objectives.iwae(key, x, encode, decode, num_samples=1, **kw),
-            objectives.elbo(key, x, encode, decode, kl_estimator='monte_carlo', **kw),
+            objectives.log_importance_weights(
+                key, x, objectives.gaussian_latent_model(encode, decode), num_samples=50
+            ),
+            objectives.iwae(
+                key, x, objectives.gaussian_latent_model(encode, decode), num_samples=1
+            ),
+            objectives.elbo(
+                key, x, objectives.gaussian_latent_model(encode, decode), kl_estimator='monte_carlo'
+            ),
         )
 
     weights, iw, el_a = one_key(jax.random.key(7))
@@ -250,8 +290,9 @@ def test_exact_posterior_makes_the_bounds_tight(ppca):
     np.testing.assert_allclose(iw['iwae'], ppca.log_px, atol=1e-3)
     np.testing.assert_allclose(el_a['elbo'], ppca.log_px, atol=1e-3)
 
-    fn = lambda key: objectives.elbo(
-        key, x, encode, decode, num_samples=1000, kl_estimator='analytic', **kw
+    model = objectives.gaussian_latent_model(encode, decode)
+    fn = lambda key: objectives.elbo(  # noqa: E731
+        key, x, model, num_samples=1000, kl_estimator='analytic'
     )['elbo']
     el_b = _over_keys(fn, seed=8, num_keys=20)
     mean, se = el_b.mean(0), el_b.std(0) / math.sqrt(el_b.shape[0])
@@ -267,15 +308,11 @@ def test_unknown_names_raise():
     """Traced under jit, so the error comes at trace time without compiling eager ops."""
     x, encode, decode = _linear_vae('gaussian')
     cases = [
-        ('likelihood', objectives.elbo, dict(likelihood='poisson')),
-        ('likelihood', objectives.iwae, dict(likelihood='poisson', num_samples=2)),
-        ('kl_estimator', objectives.elbo, dict(likelihood='gaussian', kl_estimator='exact')),
-        (
-            'objective',
-            objectives.compute,
-            dict(objective='vimco', likelihood='gaussian', num_samples=1),
-        ),
+        ('kl_estimator', objectives.elbo, dict(kl_estimator='exact')),
+        ('objective', objectives.compute, dict(objective='vimco', num_samples=1)),
     ]
     for name, fn, kwargs in cases:
         with pytest.raises(ValueError, match=name):
-            _jit(fn, x, encode, decode, **kwargs)(jax.random.key(0))
+            _jit(fn, x, objectives.gaussian_latent_model(encode, decode), **kwargs)(
+                jax.random.key(0)
+            )

@@ -2,7 +2,7 @@
 
 All functions are pure functions of a PRNG key, data ``x`` of shape ``[B, *event_shape]``
 and the callables of :mod:`vae_jax.objectives`: ``decode(z)`` with ``z`` ``[..., B, D]``
-gives the likelihood parameters, ``encode(x)`` gives ``(mean, log_var)`` ``[B, D]``.
+gives p(x|z) (:mod:`vae_jax.likelihoods`), ``encode(x)`` gives ``(mean, log_var)`` ``[B, D]``.
 The prior is N(0, I). Every chain targets one example's posterior, so the MCMC is
 vmapped over chains and examples and ``decode`` sees ``z`` of shape ``[1, D]`` per
 chain (a batch of one example, which any decoder honouring the contract accepts).
@@ -82,11 +82,11 @@ def annealing_schedule(num_annealing_steps: int, schedule: str = 'sigmoid') -> n
     raise ValueError(f'schedule must be one of {SCHEDULES}, got {schedule!r}')
 
 
-def log_joint_fn(decode: objectives.Decode, likelihood: str) -> Callable:
+def log_joint_fn(decode: objectives.Decode) -> Callable:
     """(z ``[D]``, x_b ``[*event]``) -> log p(x_b|z) + log p(z), a scalar."""
 
     def log_joint(z, x_b):
-        log_px_z = objectives.log_likelihood(likelihood, x_b[None], decode(z[None]))[0]
+        log_px_z = decode(z[None]).log_prob(x_b[None])[0]
         return log_px_z + distributions.std_normal_log_prob(z)
 
     return log_joint
@@ -293,7 +293,6 @@ def ais_log_likelihood(
     x: jax.Array,
     decode: objectives.Decode,
     *,
-    likelihood: str,
     latent_dim: int,
     num_annealing_steps: int,
     num_chains: int,
@@ -333,7 +332,7 @@ def ais_log_likelihood(
     betas = annealing_schedule(num_annealing_steps, schedule)
     key_init, key_anneal, key_pilot = jax.random.split(key, 3)
     mean, log_var = _p0_params(x, encode, latent_dim)
-    log_joint = log_joint_fn(decode, likelihood)
+    log_joint = log_joint_fn(decode)
     if adapt_step_size:
         step_sizes = tune_step_sizes(
             key_pilot,
@@ -372,7 +371,6 @@ def simulate(
     key: jax.Array,
     decode: objectives.Decode,
     *,
-    likelihood: str,
     latent_dim: int,
     num_examples: int,
 ) -> tuple[jax.Array, jax.Array]:
@@ -383,15 +381,7 @@ def simulate(
     """
     key_z, key_x = jax.random.split(key)
     z = jax.random.normal(key_z, (num_examples, latent_dim), jnp.float32)
-    params = decode(z)
-    if likelihood == 'bernoulli':
-        (logits,) = params
-        x = jax.random.bernoulli(key_x, jax.nn.sigmoid(logits)).astype(jnp.float32)
-    elif likelihood == 'gaussian':
-        mean, log_var = params
-        x = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key_x, mean.shape, mean.dtype)
-    else:
-        raise ValueError(f'likelihood must be one of {objectives.LIKELIHOODS}, got {likelihood!r}')
+    x = decode(z).sample(key_x)
     return z, x
 
 
@@ -399,7 +389,6 @@ def bdmc(
     key: jax.Array,
     decode: objectives.Decode,
     *,
-    likelihood: str,
     latent_dim: int,
     event_shape: tuple[int, ...],
     num_examples: int,
@@ -435,13 +424,10 @@ def bdmc(
       (the exact posterior samples) and ``forward_acceptance``, ``reverse_acceptance`` ``[N]``.
     """
     key_sim, key_fwd, key_rev = jax.random.split(key, 3)
-    z_star, x = simulate(
-        key_sim, decode, likelihood=likelihood, latent_dim=latent_dim, num_examples=num_examples
-    )
+    z_star, x = simulate(key_sim, decode, latent_dim=latent_dim, num_examples=num_examples)
     if x.shape[1:] != tuple(event_shape):
         raise ValueError(f'decoder gives events of shape {x.shape[1:]}, expected {event_shape}')
     common = dict(
-        likelihood=likelihood,
         latent_dim=latent_dim,
         num_annealing_steps=num_annealing_steps,
         num_chains=num_chains,
@@ -463,7 +449,7 @@ def bdmc(
         mean,
         log_var,
         annealing_schedule(num_annealing_steps, schedule)[::-1],
-        log_joint_fn(decode, likelihood),
+        log_joint_fn(decode),
         step_sizes=reversed_step_sizes(forward['step_sizes']),
         num_leapfrog_steps=num_leapfrog_steps,
     )
@@ -491,7 +477,6 @@ def hmc_marginal_likelihood(
     x: jax.Array,
     decode: objectives.Decode,
     *,
-    likelihood: str,
     latent_dim: int,
     num_posterior_samples: int = 1000,
     num_burnin: int = 500,
@@ -540,7 +525,7 @@ def hmc_marginal_likelihood(
         z0, _ = encode(x)
     else:
         z0 = jax.random.normal(key_init, (batch, latent_dim), jnp.float32)
-    log_joint = log_joint_fn(decode, likelihood)
+    log_joint = log_joint_fn(decode)
 
     def chain_step(key, state, x_b, eps):
         return hmc_step(key, state, lambda z: log_joint(z, x_b), eps, num_leapfrog_steps)

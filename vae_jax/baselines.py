@@ -3,7 +3,7 @@
 Both train the same decoder p_theta(x|z) (prior p(z) = N(0, I)) as AEVB; wake-sleep also
 trains the encoder, as its recognition model q_phi(z|x), while MCEM uses no encoder. Like
 :mod:`vae_jax.objectives`, every function is a pure function of a PRNG key, arrays and the
-callables ``encode(x) -> (mean, log_var)`` ``[B, D]`` and ``decode(z) -> params``
+callables ``encode(x) -> (mean, log_var)`` ``[B, D]`` and ``decode(z) -> p(x|z)``
 (``z`` ``[..., B, D]``); the caller (``train.make_train_step``) holds the parameters.
 
 Wake-sleep (Hinton, Dayan, Frey & Neal 1995, "The wake-sleep algorithm for unsupervised
@@ -70,7 +70,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vae_jax import ais, distributions, objectives
+from vae_jax import ais, distributions, likelihoods, objectives
 
 STEP_SIZE_ADAPTATIONS = ('shared', 'per_example')
 # What a sleep-phase dream x is, given its z ~ p(z): 'sample', an exact draw
@@ -88,8 +88,6 @@ def wake_term(
     mean: jax.Array,
     log_var: jax.Array,
     decode: objectives.Decode,
-    *,
-    likelihood: str,
 ) -> jax.Array:
     """The wake phase: log p_theta(x|z) at z ~ q_phi(z|x), with no gradient through z.
 
@@ -104,7 +102,7 @@ def wake_term(
       sample), as in Hinton et al. (1995).
     """
     z = jax.lax.stop_gradient(distributions.sample_diag_gaussian(key, mean, log_var))
-    return objectives.log_likelihood(likelihood, x, decode(z))
+    return decode(z).log_prob(x)
 
 
 def dream_for(likelihood: str, *, grey_inputs: bool) -> str:
@@ -120,8 +118,8 @@ def dream_for(likelihood: str, *, grey_inputs: bool) -> str:
       every input the encoder sees); ``'sample'`` otherwise (0/1 draws for binary inputs, and
       mean + sd * noise for a Gaussian decoder, whose data are continuous draws).
     """
-    if likelihood not in objectives.LIKELIHOODS:
-        raise ValueError(f'likelihood must be one of {objectives.LIKELIHOODS}, got {likelihood!r}')
+    if likelihood not in likelihoods.LIKELIHOODS:
+        raise ValueError(f'likelihood must be one of {likelihoods.LIKELIHOODS}, got {likelihood!r}')
     return 'relaxed' if likelihood == 'bernoulli' and grey_inputs else 'sample'
 
 
@@ -129,7 +127,6 @@ def dreams(
     key: jax.Array,
     decode: objectives.Decode,
     *,
-    likelihood: str,
     latent_dim: int,
     num_dreams: int,
     dream: str = 'sample',
@@ -149,16 +146,15 @@ def dreams(
       ``z`` ``[N, D]`` and ``x`` ``[N, *event_shape]``.
     """
     if dream == 'sample':
-        return ais.simulate(
-            key, decode, likelihood=likelihood, latent_dim=latent_dim, num_examples=num_dreams
-        )
+        return ais.simulate(key, decode, latent_dim=latent_dim, num_examples=num_dreams)
     if dream != 'relaxed':
         raise ValueError(f'dream must be one of {DREAMS}, got {dream!r}')
-    if likelihood != 'bernoulli':
-        raise ValueError(f"dream='relaxed' relaxes a Bernoulli decoder, got {likelihood!r}")
     key_z, key_x = jax.random.split(key)
     z = jax.random.normal(key_z, (num_dreams, latent_dim), jnp.float32)
-    (logits,) = decode(z)
+    p_x = decode(z)
+    if not isinstance(p_x, likelihoods.Bernoulli):
+        raise ValueError(f"dream='relaxed' relaxes a Bernoulli decoder, got {type(p_x).__name__}")
+    logits = p_x.logits
     noise = jax.random.logistic(key_x, logits.shape, logits.dtype)
     return z, jax.nn.sigmoid((logits + noise) / RELAXED_DREAM_TEMPERATURE)
 
@@ -168,7 +164,6 @@ def sleep_term(
     encode: objectives.Encode,
     decode: objectives.Decode,
     *,
-    likelihood: str,
     latent_dim: int,
     num_dreams: int,
     dream: str = 'sample',
@@ -190,7 +185,6 @@ def sleep_term(
     z, x = dreams(
         key,
         decode,
-        likelihood=likelihood,
         latent_dim=latent_dim,
         num_dreams=num_dreams,
         dream=dream,
@@ -206,7 +200,6 @@ def wake_sleep_terms(
     encode: objectives.Encode,
     decode: objectives.Decode,
     *,
-    likelihood: str,
     dream: str = 'sample',
 ) -> dict[str, jax.Array]:
     """Per-example wake and sleep terms and the ELBO of the batch.
@@ -223,12 +216,11 @@ def wake_sleep_terms(
     """
     key_wake, key_sleep = jax.random.split(key)
     mean, log_var = encode(x)
-    wake = wake_term(key_wake, x, mean, log_var, decode, likelihood=likelihood)
+    wake = wake_term(key_wake, x, mean, log_var, decode)
     sleep = sleep_term(
         key_sleep,
         encode,
         decode,
-        likelihood=likelihood,
         latent_dim=mean.shape[-1],
         num_dreams=x.shape[0],
         dream=dream,
@@ -251,7 +243,6 @@ def wake_sleep_loss(
     encode: objectives.Encode,
     decode: objectives.Decode,
     *,
-    likelihood: str,
     dream: str = 'sample',
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """-(mean wake + mean sleep), whose one gradient is both phases' updates at once.
@@ -273,7 +264,7 @@ def wake_sleep_loss(
       ``(loss, means)``: the scalar loss and the batch means of the terms of
       :func:`wake_sleep_terms` (``elbo`` and ``objective`` are the ELBO of the batch).
     """
-    terms = wake_sleep_terms(key, x, encode, decode, likelihood=likelihood, dream=dream)
+    terms = wake_sleep_terms(key, x, encode, decode, dream=dream)
     means = {k: jnp.mean(v) for k, v in terms.items()}
     loss = -(means['wake'] + means['sleep'])
     return loss, jax.tree.map(jax.lax.stop_gradient, means)
@@ -318,7 +309,6 @@ def hmc_e_step(
     chains: MCEMChains,
     decode: objectives.Decode,
     *,
-    likelihood: str,
     num_leapfrog_steps: int = 10,
     num_transitions: int = 1,
     target_acceptance: float = 0.9,
@@ -349,7 +339,7 @@ def hmc_e_step(
       ``(chains, acceptance)``: the updated chains and the acceptance probability of each
       example ``[B]`` (mean over transitions).
     """
-    log_joint = ais.log_joint_fn(decode, likelihood)
+    log_joint = ais.log_joint_fn(decode)
 
     def init_one(z, x_b):
         return ais.blackjax_hmc().init(z, lambda z: log_joint(z, x_b))
@@ -405,22 +395,20 @@ def scatter_chains(
     return MCEMChains(z, step_size, avg_acceptance)
 
 
-def log_joint_terms(
-    x: jax.Array, z: jax.Array, decode: objectives.Decode, *, likelihood: str
-) -> dict[str, jax.Array]:
+def log_joint_terms(x: jax.Array, z: jax.Array, decode: objectives.Decode) -> dict[str, jax.Array]:
     """log p_theta(x|z), log p(z) and their sum log p_theta(x, z), each ``[B]``.
 
     Args:
       x: ``[B, *event_shape]``.
       z: ``[B, D]`` one latent per example.
     """
-    log_px_z = objectives.log_likelihood(likelihood, x, decode(z))
+    log_px_z = decode(z).log_prob(x)
     log_pz = distributions.std_normal_log_prob(z)
     return dict(log_px_z=log_px_z, log_pz=log_pz, log_joint=log_px_z + log_pz)
 
 
 def mcem_loss(
-    x: jax.Array, z: jax.Array, decode: objectives.Decode, *, likelihood: str
+    x: jax.Array, z: jax.Array, decode: objectives.Decode
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """MCEM's M-step objective: -mean_b [log p_theta(x_b|z_b) + log p(z_b)].
 
@@ -433,7 +421,7 @@ def mcem_loss(
       ``(loss, means)``, the batch means ``reconstruction`` (log p(x|z)), ``log_prior``
       (log p(z)), ``log_joint`` (their sum) and ``objective`` (= log_joint).
     """
-    terms = log_joint_terms(x, jax.lax.stop_gradient(z), decode, likelihood=likelihood)
+    terms = log_joint_terms(x, jax.lax.stop_gradient(z), decode)
     means = dict(
         reconstruction=jnp.mean(terms['log_px_z']),
         log_prior=jnp.mean(terms['log_pz']),

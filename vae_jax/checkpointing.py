@@ -102,6 +102,8 @@ _IMPLIED_WHEN_ABSENT = {
     'optimizer.eps': 1e-8,
     'precision.train': 'default',
     'precision.eval': 'float32',
+    'model.upper_latent_dims': [],
+    'model.upper_hidden_dims': [],
 }
 _IGNORED_WHEN_ABSENT_PREFIXES = ('mcem.',)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from vae_jax import baselines, models, objectives
+from vae_jax import baselines, likelihoods, models, objectives
 
 OPTIMIZERS = ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'stages')
@@ -76,6 +76,45 @@ def _optimizer_fields(opt: ml_collections.ConfigDict) -> None:
         raise ConfigError(f'config.optimizer.eps must be a finite number > 0, got {eps!r}.')
 
 
+def _positive_ints(values: Sequence) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+
+
+def _hierarchy_fields(config: ml_collections.ConfigDict) -> None:
+    """model.upper_latent_dims / upper_hidden_dims: hierarchical only, one width tuple per layer."""
+    upper = tuple(config.model.get('upper_latent_dims', ()))
+    widths = tuple(tuple(h) for h in config.model.get('upper_hidden_dims', ()))
+    hierarchical = config.model.architecture == 'hierarchical'
+    if not hierarchical:
+        for field, value in (('upper_latent_dims', upper), ('upper_hidden_dims', widths)):
+            if value:
+                raise ConfigError(
+                    f'config.model.{field}={value!r} only applies to '
+                    f"architecture='hierarchical'; set --config.model.{field}=()."
+                )
+        return
+    if not upper or not _positive_ints(upper):
+        raise ConfigError(
+            'config.model.upper_latent_dims must be positive ints, one per layer above z_1 '
+            f"(at least one for architecture='hierarchical'), got {upper!r}."
+        )
+    if len(widths) != len(upper) or not all(h and _positive_ints(h) for h in widths):
+        raise ConfigError(
+            'config.model.upper_hidden_dims must hold one tuple of positive widths per entry of '
+            f'config.model.upper_latent_dims ({len(upper)}), got {widths!r}.'
+        )
+    if config.algorithm != 'aevb':
+        raise ConfigError(
+            f'config.algorithm={config.algorithm!r} needs one Gaussian latent layer; '
+            "architecture='hierarchical' trains with --config.algorithm=aevb."
+        )
+    if config.objective == 'elbo' and config.kl_estimator == 'analytic':
+        raise ConfigError(
+            "config.kl_estimator='analytic' needs a closed-form KL, which a hierarchical "
+            "model's q(z|x) || p(z) has not; set --config.kl_estimator=monte_carlo."
+        )
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first field that cannot work.
 
@@ -83,7 +122,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     against the value range) are in ``validate_against_data``.
     """
     _choice(config, 'algorithm', ALGORITHMS)
-    _choice(config, 'likelihood', objectives.LIKELIHOODS)
+    _choice(config, 'likelihood', likelihoods.LIKELIHOODS)
     _choice(config, 'objective', objectives.OBJECTIVES)
     _choice(config, 'kl_estimator', objectives.KL_ESTIMATORS)
     _choice(config, 'binarization', BINARIZATIONS)
@@ -155,6 +194,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             'config.model.hidden_dims is empty; an MLP needs at least one hidden layer.'
         )
+    _hierarchy_fields(config)
     if config.objective == 'iwae' and config.beta != 1.0:
         raise ConfigError(
             'config.beta only weights the ELBO; set --config.beta=1 with objective=iwae.'

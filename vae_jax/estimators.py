@@ -17,17 +17,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vae_jax import distributions, objectives
+from vae_jax import objectives
 
 
 def importance_log_weights(
     key: jax.Array,
     x: jax.Array,
-    mean: jax.Array,
-    log_var: jax.Array,
-    decode: objectives.Decode,
+    model: objectives.LatentModel,
     *,
-    likelihood: str,
     start: jax.Array | int,
     count: int,
 ) -> jax.Array:
@@ -37,24 +34,19 @@ def importance_log_weights(
     whichever chunk it falls in.
 
     Args:
-      mean, log_var: ``[B, D]`` parameters of q(z|x) (the encoder's output for ``x``).
       start: index of the first sample (may be traced); ``count`` is static.
     """
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, start + jnp.arange(count))
-    eps = jax.vmap(lambda k: jax.random.normal(k, mean.shape, mean.dtype))(keys)
-    z = distributions.reparameterize(mean, log_var, eps)
-    log_qz = distributions.diag_gaussian_log_prob_of_noise(eps, log_var)
-    terms = objectives.log_importance_weights_at(z, log_qz, x, decode, likelihood=likelihood)
-    return terms['log_w']
+    # x is not batched over the keys: the encoder runs once per chunk, not per sample.
+    draws = jax.vmap(lambda k: model.sample_posterior(k, x, None))(keys)
+    return objectives.log_importance_weights_at(model, draws.z, draws.log_q, x)['log_w']
 
 
 def importance_log_likelihood(
     key: jax.Array,
     x: jax.Array,
-    encode: objectives.Encode,
-    decode: objectives.Decode,
+    model: objectives.LatentModel,
     *,
-    likelihood: str,
     num_samples: int,
     chunk_size: int,
 ) -> jax.Array:
@@ -72,9 +64,7 @@ def importance_log_likelihood(
     return running_importance_log_likelihood(
         key,
         x,
-        encode,
-        decode,
-        likelihood=likelihood,
+        model,
         num_samples=num_samples,
         chunk_size=chunk_size,
     )[-1]
@@ -83,10 +73,8 @@ def importance_log_likelihood(
 def running_importance_log_likelihood(
     key: jax.Array,
     x: jax.Array,
-    encode: objectives.Encode,
-    decode: objectives.Decode,
+    model: objectives.LatentModel,
     *,
-    likelihood: str,
     num_samples: int,
     chunk_size: int,
 ) -> jax.Array:
@@ -101,20 +89,10 @@ def running_importance_log_likelihood(
     if num_samples % chunk_size:
         raise ValueError(f'num_samples={num_samples} is not a multiple of chunk_size={chunk_size}')
     num_chunks = num_samples // chunk_size
-    mean, log_var = encode(x)  # Once: the proposal does not change between chunks.
 
     def body(carry, c):
         running_max, running_sum = carry
-        log_w = importance_log_weights(
-            key,
-            x,
-            mean,
-            log_var,
-            decode,
-            likelihood=likelihood,
-            start=c * chunk_size,
-            count=chunk_size,
-        )
+        log_w = importance_log_weights(key, x, model, start=c * chunk_size, count=chunk_size)
         new_max = jnp.maximum(running_max, jnp.max(log_w, axis=0))
         running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(
             jnp.exp(log_w - new_max[None]), axis=0

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from vae_jax import configuration, data, diagnostics, estimators, objectives, train
+from vae_jax import configuration, data, diagnostics, estimators, models, objectives, train
 
 METHODS = ('is', 'iwae', 'ais', 'appendix_d')
 # K when --num_importance_samples is not given: the community's IS standard, and
@@ -103,14 +103,13 @@ def importance_sampling(
       the curve is nested; K that are multiples of the chunk size come from the
       main pass, other K cost a pass of their own.
     """
-    encode, decode = _bound_fns(run)
-    likelihood = run.config.likelihood
+    lm = models.latent_model(run.model, run.params)
     chunk = estimators.chunk_size_for(num_samples, max_chunk)
 
     def estimate(k: int, c: int) -> np.ndarray:
         fn = jax.jit(
             lambda xb, kb: estimators.running_importance_log_likelihood(
-                kb, xb, encode, decode, likelihood=likelihood, num_samples=k, chunk_size=c
+                kb, xb, lm, num_samples=k, chunk_size=c
             )
         )
         out = train.map_batches(lambda xb, kb: {'v': fn(xb, kb).T}, x, batch_size, key)
@@ -135,16 +134,24 @@ def importance_sampling(
 
 
 def elbo_terms(run: train.Run, x: np.ndarray, key: jax.Array, batch_size: int) -> dict[str, Any]:
-    """ELBO (analytic KL, one z per example), KL and reconstruction, plus q's parameters."""
-    encode, decode = _bound_fns(run)
+    """ELBO (one z per example), KL and reconstruction, plus the posterior means.
+
+    The KL is the closed form where the model has one (then also q's ``log_var``), else
+    the Monte Carlo estimate. ``mean``: q's means, ``[N, D]``, or for the hierarchical
+    model each layer's mean given the means below (``posterior_means``), concatenated.
+    """
+    lm = models.latent_model(run.model, run.params)
+    kl = 'analytic' if lm.analytic_kl else 'monte_carlo'
+    gaussian = isinstance(run.model, models.VAE)
 
     @jax.jit
     def fn(xb, kb):
-        terms = objectives.elbo(
-            kb, xb, encode, decode, likelihood=run.config.likelihood, kl_estimator='analytic'
-        )
-        mean, log_var = encode(xb)
-        return {**terms, 'mean': mean, 'log_var': log_var}
+        terms = objectives.elbo(kb, xb, lm, kl_estimator=kl)
+        if gaussian:
+            mean, log_var = run.model.apply({'params': run.params}, xb, method=run.model.encode)
+            return {**terms, 'mean': mean, 'log_var': log_var}
+        means = run.model.apply({'params': run.params}, xb, method=run.model.posterior_means)
+        return {**terms, 'mean': jnp.concatenate(means, axis=-1)}
 
     out = train.map_batches(fn, x, batch_size, key)
     elbo, elbo_se = train.summarize(out['elbo'])
@@ -154,7 +161,7 @@ def elbo_terms(run: train.Run, x: np.ndarray, key: jax.Array, batch_size: int) -
         'kl': float(np.mean(out['kl'])),
         'reconstruction': float(np.mean(out['reconstruction'])),
         'mean': out['mean'],
-        'log_var': out['log_var'],
+        **({'log_var': out['log_var']} if gaussian else {}),
     }
 
 
@@ -175,7 +182,7 @@ def _mcmc_estimate(
     encode, decode = _bound_fns(run)
     if train.algorithm_of(run.config) == 'mcem':
         encode = None  # Untrained: anneal from the prior, start HMC at a prior draw.
-    common = dict(likelihood=run.config.likelihood, latent_dim=run.config.latent_dim)
+    common = dict(latent_dim=run.config.latent_dim)
     if method == 'ais':
         fn = jax.jit(
             lambda xb, kb: ais.ais_log_likelihood(
@@ -276,6 +283,11 @@ def evaluate_run(
             x = x[:max_examples]
         batch_size = min(batch_size, x.shape[0])
         key = jax.random.key(seed)
+        if method in ('ais', 'appendix_d') and not isinstance(run.model, models.VAE):
+            raise ValueError(
+                f'--method={method} is written for one Gaussian latent layer; '
+                f'{workdir} holds a {run.config.model.architecture} model: use --method=is.'
+            )
         # MCEM trains no encoder: nothing that goes through q(z|x) means anything for it.
         has_encoder = train.algorithm_of(run.config) != 'mcem'
         if not has_encoder and method in ('is', 'iwae'):
@@ -330,12 +342,21 @@ def evaluate_run(
                 'not reported: the scored data are not binary, so log p(x) is a density '
                 '(Gaussian) or a relaxation (grey levels under a Bernoulli), not a code length'
             )
-        if has_encoder:
+        if has_encoder and 'log_var' in terms:
             result['diagnostics'] = diagnostics.posterior_diagnostics(
                 jax.random.fold_in(key, 3),
                 jnp.asarray(terms['mean']),
                 jnp.asarray(terms['log_var']),
             )
+        elif has_encoder:  # Hierarchical: active units per layer (no closed-form terms).
+            sizes = run.model.latent_dims
+            splits = np.split(np.asarray(terms['mean']), np.cumsum(sizes)[:-1], axis=-1)
+            per_layer = [diagnostics.active_units(jnp.asarray(m))[0] for m in splits]
+            result['diagnostics'] = {
+                'active_units': sum(per_layer),
+                'active_units_per_layer': per_layer,
+                'active_unit_threshold': diagnostics.ACTIVE_UNIT_THRESHOLD,
+            }
     result['wall_seconds'] = time.perf_counter() - t0
     if write:
         path = os.path.join(workdir, f'eval_{split}_{method}_{num_importance_samples}.json')

@@ -7,12 +7,15 @@ decoder reshapes back to ``event_shape``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from vae_jax import distributions, likelihoods, objectives
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'tanh': jnp.tanh,
@@ -24,7 +27,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'leaky_relu': jax.nn.leaky_relu,
     'sigmoid': jax.nn.sigmoid,
 }
-ARCHITECTURES = ('mlp', 'conv')
+ARCHITECTURES = ('mlp', 'conv', 'hierarchical')
 # How a Gaussian decoder's mean is made from its output: 'identity' for any real data,
 # 'sigmoid' for data in [0, 1] (Kingma & Welling 2013, Sec. 5, for Frey Face).
 GAUSSIAN_MEANS = ('identity', 'sigmoid')
@@ -46,10 +49,10 @@ def _num_likelihood_params(likelihood: str) -> int:
     return {'bernoulli': 1, 'gaussian': 2}[likelihood]
 
 
-def _split_likelihood_params(
-    h: jax.Array, likelihood: str, gaussian_mean: str, min_log_var: float | None
-) -> tuple[jax.Array, ...]:
-    """Last-axis-stacked decoder outputs -> the tuple ``objectives`` expects.
+def _likelihood(
+    h: jax.Array, likelihood: str, gaussian_mean: str, min_log_var: float | None, event_ndim: int
+) -> likelihoods.Likelihood:
+    """Last-axis-stacked decoder outputs -> p(x|z) (``likelihoods``).
 
     ``gaussian_mean``: see ``GAUSSIAN_MEANS``. ``min_log_var``: a soft floor on the
     Gaussian log-variance, ``floor + softplus(h - floor)``; a learned variance can
@@ -58,7 +61,7 @@ def _split_likelihood_params(
     vanish at the floor.
     """
     if likelihood == 'bernoulli':
-        return (h[..., 0],)
+        return likelihoods.Bernoulli(h[..., 0], event_ndim=event_ndim)
     mean, log_var = h[..., 0], h[..., 1]
     if gaussian_mean == 'sigmoid':
         mean = jax.nn.sigmoid(mean)
@@ -66,7 +69,7 @@ def _split_likelihood_params(
         raise ValueError(f'gaussian_mean must be one of {GAUSSIAN_MEANS}, got {gaussian_mean!r}')
     if min_log_var is not None:
         log_var = min_log_var + jax.nn.softplus(log_var - min_log_var)
-    return (mean, log_var)
+    return likelihoods.DiagonalGaussian(mean, log_var, event_ndim=event_ndim)
 
 
 class MLPEncoder(nn.Module):
@@ -90,7 +93,7 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """z ``[..., D]`` -> tuple of ``[..., *event_shape]`` likelihood parameters."""
+    """z ``[..., D]`` -> p(x|z), parameters ``[..., *event_shape]`` (``likelihoods``)."""
 
     event_shape: tuple[int, ...]
     hidden_dims: Sequence[int]
@@ -102,7 +105,7 @@ class MLPDecoder(nn.Module):
     init_std: float | None = None
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> tuple[jax.Array, ...]:
+    def __call__(self, z: jax.Array) -> likelihoods.Likelihood:
         act = ACTIVATIONS[self.activation]
         h = z
         for width in self.hidden_dims:
@@ -110,7 +113,9 @@ class MLPDecoder(nn.Module):
         n = _num_likelihood_params(self.likelihood)
         h = nn.Dense(math.prod(self.event_shape) * n, name='head', **_init(self.init_std))(h)
         h = h.reshape(*z.shape[:-1], *self.event_shape, n)
-        return _split_likelihood_params(h, self.likelihood, self.gaussian_mean, self.min_log_var)
+        return _likelihood(
+            h, self.likelihood, self.gaussian_mean, self.min_log_var, len(self.event_shape)
+        )
 
 
 def _as_image(x: jax.Array, event_shape: tuple[int, ...]) -> jax.Array:
@@ -157,7 +162,7 @@ class ConvDecoder(nn.Module):
     init_std: float | None = None
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> tuple[jax.Array, ...]:
+    def __call__(self, z: jax.Array) -> likelihoods.Likelihood:
         act = ACTIVATIONS[self.activation]
         height, width = self.event_shape[:2]
         out_channels = self.event_shape[2] if len(self.event_shape) == 3 else 1
@@ -181,7 +186,9 @@ class ConvDecoder(nn.Module):
             h
         )
         h = h[:, :height, :width, :].reshape(*batch_shape, *self.event_shape, n)
-        return _split_likelihood_params(h, self.likelihood, self.gaussian_mean, self.min_log_var)
+        return _likelihood(
+            h, self.likelihood, self.gaussian_mean, self.min_log_var, len(self.event_shape)
+        )
 
 
 class VAE(nn.Module):
@@ -197,11 +204,128 @@ class VAE(nn.Module):
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.encoder(x)
 
-    def decode(self, z: jax.Array) -> tuple[jax.Array, ...]:
+    def decode(self, z: jax.Array) -> likelihoods.Likelihood:
         return self.decoder(z)
 
-    def __call__(self, x: jax.Array, z: jax.Array) -> tuple[tuple[jax.Array, ...], ...]:
+    def __call__(self, x: jax.Array, z: jax.Array):
         return self.encode(x), self.decode(z)
+
+
+class GaussianMLP(nn.Module):
+    """h ``[..., d_in]`` -> (mean, log_var) ``[..., latent_dim]`` of a diagonal Gaussian."""
+
+    latent_dim: int
+    hidden_dims: Sequence[int]
+    activation: str = 'tanh'
+    init_std: float | None = None
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = ACTIVATIONS[self.activation]
+        for width in self.hidden_dims:
+            h = act(nn.Dense(width, **_init(self.init_std))(h))
+        out = nn.Dense(2 * self.latent_dim, name='head', **_init(self.init_std))(h)
+        return out[..., : self.latent_dim], out[..., self.latent_dim :]
+
+
+class HierarchicalVAE(nn.Module):
+    """L stochastic layers z_1 .. z_L, each a diagonal Gaussian given its neighbour.
+
+    Burda et al. (2016), Sec. 5: q(z_1|x) q(z_2|z_1) ... and p(z_L) = N(0, I),
+    p(z_l|z_{l+1}), p(x|z_1); every conditional is an MLP (``hidden_dims[l]`` on the
+    way up, reversed on the way down). Latents are the tuple (z_1, ..., z_L), leaves
+    ``[..., B, latent_dims[l]]``. Their two-layer model: ``latent_dims=(100, 50)``,
+    ``hidden_dims=((200, 200), (100, 100))``, tanh.
+    """
+
+    event_shape: tuple[int, ...]
+    latent_dims: Sequence[int]
+    hidden_dims: Sequence[Sequence[int]]
+    activation: str = 'tanh'
+    likelihood: str = 'bernoulli'
+    gaussian_mean: str = 'identity'
+    min_log_var: float | None = None
+    init_std: float | None = None
+
+    def setup(self):
+        n = len(self.latent_dims)
+        kw = dict(activation=self.activation, init_std=self.init_std)
+        self.up = [
+            GaussianMLP(self.latent_dims[i], tuple(self.hidden_dims[i]), **kw) for i in range(n)
+        ]
+        self.down = [
+            GaussianMLP(self.latent_dims[i], tuple(reversed(self.hidden_dims[i + 1])), **kw)
+            for i in range(n - 1)
+        ]
+        self.decoder = MLPDecoder(
+            tuple(self.event_shape),
+            tuple(reversed(self.hidden_dims[0])),
+            self.activation,
+            self.likelihood,
+            self.gaussian_mean,
+            self.min_log_var,
+            init_std=self.init_std,
+        )
+
+    def sample_posterior(
+        self, key: jax.Array, x: jax.Array, num_samples: int | None
+    ) -> objectives.PosteriorDraws:
+        """z ~ q(z|x) (leaves ``[K, B, d_l]``, or ``[B, d_l]`` for None), log q(z|x); no KL."""
+        keys = jax.random.split(key, len(self.latent_dims))
+        h = x.reshape(x.shape[0], -1)
+        zs, log_q = [], 0.0
+        for i, net in enumerate(self.up):
+            mean, log_var = net(h)
+            z, lq = distributions.sample_diag_gaussian_with_log_prob(
+                keys[i], mean, log_var, num_samples if i == 0 else None
+            )
+            zs.append(z)
+            log_q = log_q + lq
+            h = z
+        return objectives.PosteriorDraws(tuple(zs), log_q, None)
+
+    def log_prior(self, z: tuple[jax.Array, ...]) -> jax.Array:
+        """log p(z_L) + sum_l log p(z_l|z_{l+1}): ``[...]`` over the leaves' leading axes."""
+        log_p = distributions.std_normal_log_prob(z[-1])
+        for i, net in enumerate(self.down):
+            mean, log_var = net(z[i + 1])
+            log_p = log_p + distributions.diag_gaussian_log_prob(z[i], mean, log_var)
+        return log_p
+
+    def decode(self, z: tuple[jax.Array, ...]) -> likelihoods.Likelihood:
+        return self.decoder(z[0])
+
+    def sample_prior(self, key: jax.Array, num: int) -> tuple[jax.Array, ...]:
+        """Ancestral draws from the top: leaves ``[num, d_l]``."""
+        keys = jax.random.split(key, len(self.latent_dims))
+        z = [jax.random.normal(keys[-1], (num, self.latent_dims[-1]), jnp.float32)]
+        for i in reversed(range(len(self.down))):
+            mean, log_var = self.down[i](z[0])
+            z.insert(0, distributions.sample_diag_gaussian(keys[i], mean, log_var))
+        return tuple(z)
+
+    def posterior_means(self, x: jax.Array) -> tuple[jax.Array, ...]:
+        """Each layer's posterior mean given the means below it: leaves ``[B, d_l]``.
+
+        For pictures and active units (Burda et al. count units whose posterior mean
+        varies over the data; they feed a sample of the layer below, we feed its mean).
+        """
+        h = x.reshape(x.shape[0], -1)
+        means = []
+        for net in self.up:
+            h, _ = net(h)
+            means.append(h)
+        return tuple(means)
+
+    def __call__(self, x: jax.Array, z_top: jax.Array):
+        """Touches every parameter (for ``init``): the posterior means up, the prior down."""
+        h = x.reshape(x.shape[0], -1)
+        for net in self.up:
+            h, _ = net(h)
+        z = [z_top]
+        for i in reversed(range(len(self.down))):
+            z.insert(0, self.down[i](z[0])[0])
+        return self.decoder(z[0])
 
 
 def build_vae(
@@ -216,14 +340,27 @@ def build_vae(
     init_std: float | None = None,
     gaussian_mean: str = 'identity',
     min_log_var: float | None = None,
-) -> VAE:
-    """The VAE for the given settings (the config's ``model`` section and more).
+    upper_latent_dims: Sequence[int] = (),
+    upper_hidden_dims: Sequence[Sequence[int]] = (),
+) -> VAE | HierarchicalVAE:
+    """The model for the given settings (the config's ``model`` section and more).
 
     ``init_std``: None for flax's default initialisers, else every weight and bias
     ~ N(0, init_std^2). ``gaussian_mean``, ``min_log_var``: the Gaussian decoder's
-    mean map and log-variance floor (``_split_likelihood_params``).
+    mean map and log-variance floor (``_likelihood``). ``upper_*``: the layers above
+    z_1 of ``architecture='hierarchical'``.
     """
     gaussian = dict(gaussian_mean=gaussian_mean, min_log_var=min_log_var)
+    if architecture == 'hierarchical':
+        return HierarchicalVAE(
+            event_shape=tuple(event_shape),
+            latent_dims=(latent_dim, *upper_latent_dims),
+            hidden_dims=(tuple(hidden_dims), *(tuple(h) for h in upper_hidden_dims)),
+            activation=activation,
+            likelihood=likelihood,
+            init_std=init_std,
+            **gaussian,
+        )
     if architecture == 'mlp':
         encoder = MLPEncoder(latent_dim, tuple(hidden_dims), activation, init_std=init_std)
         decoder = MLPDecoder(
@@ -252,8 +389,38 @@ def build_vae(
     return VAE(encoder=encoder, decoder=decoder)
 
 
-def init_params(model: VAE, key: jax.Array, event_shape: tuple[int, ...], latent_dim: int):
-    """Initial parameters ``{'encoder': ..., 'decoder': ...}`` for one example shape."""
+def init_params(
+    model: VAE | HierarchicalVAE, key: jax.Array, event_shape: tuple[int, ...], latent_dim: int
+):
+    """Initial parameters for one example shape; ``latent_dim``: the top latent's size."""
     x = jnp.zeros((1, *event_shape), jnp.float32)
     z = jnp.zeros((1, latent_dim), jnp.float32)
     return model.init(key, x, z)['params']
+
+
+def latent_model(model: VAE | HierarchicalVAE, params) -> objectives.LatentModel:
+    """``model`` with ``params`` as the interface every objective and estimator uses."""
+    apply = functools.partial(model.apply, {'params': params})
+    if isinstance(model, HierarchicalVAE):
+        return objectives.LatentModel(
+            sample_posterior=lambda key, x, k: apply(key, x, k, method=model.sample_posterior),
+            log_prior=lambda z: apply(z, method=model.log_prior),
+            decode=lambda z: apply(z, method=model.decode),
+        )
+    return objectives.gaussian_latent_model(
+        lambda x: apply(x, method=model.encode), lambda z: apply(z, method=model.decode)
+    )
+
+
+def sample_prior(model: VAE | HierarchicalVAE, params, key: jax.Array, num: int):
+    """``num`` draws of z ~ p(z): ``[num, D]``, or the hierarchical model's tuple of layers."""
+    if isinstance(model, HierarchicalVAE):
+        return model.apply({'params': params}, key, num, method=model.sample_prior)
+    return jax.random.normal(key, (num, model.encoder.latent_dim))
+
+
+def posterior_mean_latents(model: VAE | HierarchicalVAE, params, x: jax.Array):
+    """The posterior mean of z given x (per layer, given the means below): for pictures."""
+    if isinstance(model, HierarchicalVAE):
+        return model.apply({'params': params}, x, method=model.posterior_means)
+    return model.apply({'params': params}, x, method=model.encode)[0]

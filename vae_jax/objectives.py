@@ -1,14 +1,12 @@
 """Variational objectives: the ELBO (SGVB estimators A and B) and the IWAE bound.
 
 Each objective is a pure function of a PRNG key, a batch ``x`` of shape
-``[B, *event_shape]`` and two callables:
-
-* ``encode(x) -> (mean, log_var)``, each ``[B, D]``: the parameters of the
-  diagonal-Gaussian posterior approximation q_phi(z|x);
-* ``decode(z) -> params``, ``z`` of shape ``[..., B, D]``: a tuple of arrays of
-  shape ``[..., B, *event_shape]``, the parameters of p_theta(x|z) for the
-  likelihood named by ``likelihood`` (``(logits,)`` for ``'bernoulli'``,
-  ``(mean, log_var)`` for ``'gaussian'``).
+``[B, *event_shape]`` and a :class:`LatentModel`: the generative model p(x|z) p(z)
+and its approximate posterior q(z|x) as four pure functions, for any latent
+structure (z is a pytree; its leaves lead with the sample and batch axes). Every
+estimator of the package sees a model through this interface;
+:func:`gaussian_latent_model` makes one from the plain VAE's ``encode`` and
+``decode``, ``models.latent_model`` from any model of :mod:`vae_jax.models`.
 
 They return a dict of per-example terms, each ``[B]``, in nats; the caller
 reduces. References: Kingma & Welling (2013), "Auto-Encoding Variational
@@ -20,80 +18,91 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from vae_jax import distributions
+from vae_jax import distributions, likelihoods
 
+Latents = Any  # A pytree of arrays whose leaves lead with [K, B] (or [B]).
 Encode = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
-Decode = Callable[[jax.Array], tuple[jax.Array, ...]]
+Decode = Callable[[Latents], likelihoods.Likelihood]
 
-LIKELIHOODS = ('bernoulli', 'gaussian')
 KL_ESTIMATORS = ('analytic', 'monte_carlo')
 OBJECTIVES = ('elbo', 'iwae')
 
 
-def log_likelihood(likelihood: str, x: jax.Array, params: tuple[jax.Array, ...]) -> jax.Array:
-    """log p_theta(x|z) summed over the event axes of ``x`` (all but the first).
+class PosteriorDraws(NamedTuple):
+    """Draws of q(z|x): ``z`` (leaves ``[K, B, ...]``), ``log_q`` ``[K, B]`` and ``kl`` ``[B]``,
+    KL(q(z|x) || p(z)) in closed form, or None where the model has none."""
 
-    Args:
-      likelihood: ``'bernoulli'`` or ``'gaussian'``.
-      x: ``[B, *event_shape]`` data.
-      params: decoder output, each ``[..., B, *event_shape]``.
+    z: Latents
+    log_q: jax.Array
+    kl: jax.Array | None
 
-    Returns:
-      ``[..., B]`` log-densities (broadcast over leading sample axes).
+
+class LatentModel(NamedTuple):
+    """A latent-variable model and its posterior approximation, as pure functions.
+
+    Attributes:
+      sample_posterior: ``(key, x, K) -> PosteriorDraws``: K reparameterised draws;
+        ``K=None`` draws one (leaves ``[B, ...]``, ``log_q`` ``[B]``). The closed-form
+        KL comes with the draws so that both use one pass of the encoder.
+      log_prior: ``z -> log p(z)`` over the leaves' leading axes.
+      decode: ``z -> p(x|z)``, a distribution of :mod:`vae_jax.likelihoods`.
+      analytic_kl: whether ``sample_posterior`` gives the KL in closed form
+        (estimator B possible); estimator A needs only the draws.
     """
-    event_ndim = x.ndim - 1
-    if likelihood == 'bernoulli':
-        (logits,) = params
-        return distributions.bernoulli_log_prob(x, logits, event_ndim)
-    if likelihood == 'gaussian':
-        mean, log_var = params
-        return distributions.diag_gaussian_log_prob(x, mean, log_var, event_ndim)
-    raise ValueError(f'likelihood must be one of {LIKELIHOODS}, got {likelihood!r}')
+
+    sample_posterior: Callable[[jax.Array, jax.Array, int | None], PosteriorDraws]
+    log_prior: Callable[[Latents], jax.Array]
+    decode: Decode
+    analytic_kl: bool = False
 
 
-def log_importance_weights(
-    key: jax.Array,
-    x: jax.Array,
-    encode: Encode,
-    decode: Decode,
-    *,
-    likelihood: str,
-    num_samples: int,
+def gaussian_latent_model(encode: Encode, decode: Decode) -> LatentModel:
+    """The VAE of Kingma & Welling: q(z|x) = N(encode(x)), p(z) = N(0, I), closed-form KL.
+
+    ``encode(x) -> (mean, log_var)``, each ``[B, D]``; ``decode(z)`` for ``z`` ``[..., B, D]``.
+    """
+
+    def sample_posterior(key, x, num_samples):
+        mean, log_var = encode(x)
+        z, log_q = distributions.sample_diag_gaussian_with_log_prob(key, mean, log_var, num_samples)
+        return PosteriorDraws(z, log_q, distributions.gaussian_kl_to_std_normal(mean, log_var))
+
+    return LatentModel(
+        sample_posterior, distributions.std_normal_log_prob, decode, analytic_kl=True
+    )
+
+
+def log_importance_weights_at(
+    model: LatentModel, z: Latents, log_qz: jax.Array, x: jax.Array
 ) -> dict[str, jax.Array]:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) with z_k ~ q(z|x).
+    """log w = log p(x|z) + log p(z) - log q(z|x) of given draws ``z`` with ``log_qz`` ``[K, B]``.
 
     Returns:
       dict with ``log_w``, ``log_px_z``, ``log_pz`` and ``log_qz``, each ``[K, B]``.
     """
-    mean, log_var = encode(x)
-    z, log_qz = distributions.sample_diag_gaussian_with_log_prob(key, mean, log_var, num_samples)
-    return log_importance_weights_at(z, log_qz, x, decode, likelihood=likelihood)
-
-
-def log_importance_weights_at(
-    z: jax.Array, log_qz: jax.Array, x: jax.Array, decode: Decode, *, likelihood: str
-) -> dict[str, jax.Array]:
-    """The log weights of draws ``z`` ``[K, B, D]`` of q whose log q(z|x) is ``log_qz`` ``[K, B]``.
-
-    Returns:
-      as :func:`log_importance_weights`, each ``[K, B]``.
-    """
-    log_px_z = log_likelihood(likelihood, x, decode(z))
-    log_pz = distributions.std_normal_log_prob(z)
+    log_px_z = model.decode(z).log_prob(x)
+    log_pz = model.log_prior(z)
     return dict(log_w=log_px_z + log_pz - log_qz, log_px_z=log_px_z, log_pz=log_pz, log_qz=log_qz)
+
+
+def log_importance_weights(
+    key: jax.Array, x: jax.Array, model: LatentModel, *, num_samples: int
+) -> dict[str, jax.Array]:
+    """:func:`log_importance_weights_at` for z_k ~ q(z|x), k = 1..K: each ``[K, B]``."""
+    draws = model.sample_posterior(key, x, num_samples)
+    return log_importance_weights_at(model, draws.z, draws.log_q, x)
 
 
 def elbo(
     key: jax.Array,
     x: jax.Array,
-    encode: Encode,
-    decode: Decode,
+    model: LatentModel,
     *,
-    likelihood: str = 'bernoulli',
     num_samples: int = 1,
     kl_estimator: str = 'analytic',
     beta: float = 1.0,
@@ -102,23 +111,25 @@ def elbo(
 
     ``kl_estimator='monte_carlo'`` is the paper's estimator A (Eq. 6): the KL is
     estimated from the same draws as log q(z|x) - log p(z), valid for any prior.
-    ``'analytic'`` is estimator B (Eq. 7): the Gaussian KL in closed form, lower
-    variance.
+    ``'analytic'`` is estimator B (Eq. 7): the KL in closed form (``model.analytic_kl``),
+    lower variance; a model without one refuses it.
 
     Returns:
       dict of ``[B]`` arrays: ``reconstruction`` (E_q log p(x|z)), ``kl``,
       ``elbo`` (= reconstruction - kl, the bound on log p(x)) and ``objective``
       (= reconstruction - beta * kl, what training maximises).
     """
-    mean, log_var = encode(x)
-    z, log_qz = distributions.sample_diag_gaussian_with_log_prob(key, mean, log_var, num_samples)
-    reconstruction = jnp.mean(log_likelihood(likelihood, x, decode(z)), axis=0)
-    if kl_estimator == 'analytic':
-        kl = distributions.gaussian_kl_to_std_normal(mean, log_var)
-    elif kl_estimator == 'monte_carlo':
-        kl = jnp.mean(log_qz - distributions.std_normal_log_prob(z), axis=0)
-    else:
+    if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f'kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}')
+    if kl_estimator == 'analytic' and not model.analytic_kl:
+        raise ValueError(
+            "kl_estimator='analytic' needs a closed-form KL, which this model has not; "
+            "use kl_estimator='monte_carlo'"
+        )
+    z, log_qz, kl = model.sample_posterior(key, x, num_samples)
+    reconstruction = jnp.mean(model.decode(z).log_prob(x), axis=0)
+    if kl_estimator == 'monte_carlo':
+        kl = jnp.mean(log_qz - model.log_prior(z), axis=0)
     return dict(
         reconstruction=reconstruction,
         kl=kl,
@@ -128,13 +139,7 @@ def elbo(
 
 
 def iwae(
-    key: jax.Array,
-    x: jax.Array,
-    encode: Encode,
-    decode: Decode,
-    *,
-    likelihood: str = 'bernoulli',
-    num_samples: int = 1,
+    key: jax.Array, x: jax.Array, model: LatentModel, *, num_samples: int = 1
 ) -> dict[str, jax.Array]:
     """The importance-weighted bound log (1/K) sum_k w_k with K = ``num_samples``.
 
@@ -146,9 +151,7 @@ def iwae(
       the sample means ``reconstruction`` and ``kl`` (of log q(z|x) - log p(z))
       for diagnostics.
     """
-    terms = log_importance_weights(
-        key, x, encode, decode, likelihood=likelihood, num_samples=num_samples
-    )
+    terms = log_importance_weights(key, x, model, num_samples=num_samples)
     bound = jax.nn.logsumexp(terms['log_w'], axis=0) - math.log(num_samples)
     return dict(
         reconstruction=jnp.mean(terms['log_px_z'], axis=0),
@@ -161,27 +164,16 @@ def iwae(
 def compute(
     key: jax.Array,
     x: jax.Array,
-    encode: Encode,
-    decode: Decode,
+    model: LatentModel,
     *,
     objective: str,
-    likelihood: str,
     num_samples: int,
     kl_estimator: str = 'analytic',
     beta: float = 1.0,
 ) -> dict[str, jax.Array]:
     """Dispatches on ``objective`` (``'elbo'`` or ``'iwae'``); see those functions."""
     if objective == 'elbo':
-        return elbo(
-            key,
-            x,
-            encode,
-            decode,
-            likelihood=likelihood,
-            num_samples=num_samples,
-            kl_estimator=kl_estimator,
-            beta=beta,
-        )
+        return elbo(key, x, model, num_samples=num_samples, kl_estimator=kl_estimator, beta=beta)
     if objective == 'iwae':
-        return iwae(key, x, encode, decode, likelihood=likelihood, num_samples=num_samples)
+        return iwae(key, x, model, num_samples=num_samples)
     raise ValueError(f'objective must be one of {OBJECTIVES}, got {objective!r}')

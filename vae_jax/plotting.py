@@ -11,22 +11,7 @@ import numpy as np
 from absl import logging
 from jax.scipy.stats import norm
 
-from vae_jax import distributions
-
-
-def decoder_mean(likelihood: str, params: tuple[jax.Array, ...]) -> jax.Array:
-    """E[x|z] from decoder outputs: sigmoid(logits) or the Gaussian mean."""
-    if likelihood == 'bernoulli':
-        return jax.nn.sigmoid(params[0])
-    return params[0]
-
-
-def decoder_draw(key: jax.Array, likelihood: str, params: tuple[jax.Array, ...]) -> jax.Array:
-    """x ~ p(x|z) from decoder outputs."""
-    if likelihood == 'bernoulli':
-        return jax.random.bernoulli(key, jax.nn.sigmoid(params[0])).astype(jnp.float32)
-    mean, log_var = params
-    return mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape)
+from vae_jax import distributions, models
 
 
 def tile(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
@@ -98,13 +83,11 @@ def save_sample_and_reconstruction_grids(
     Reconstructions alternate rows of data and decoder means at the posterior
     mean. With ``step``, the files are also kept as ``samples_<step>.png`` etc.
     """
-    likelihood = model.decoder.likelihood
-    latent_dim = model.encoder.latent_dim
-    z = jax.random.normal(key, (num, latent_dim))
-    samples = decoder_mean(likelihood, model.apply({'params': params}, z, method=model.decode))
+    z = models.sample_prior(model, params, key, num)
+    samples = model.apply({'params': params}, z, method=model.decode).mean()
     x = jnp.asarray(data[:32])
-    mean, _ = model.apply({'params': params}, x, method=model.encode)
-    recon = decoder_mean(likelihood, model.apply({'params': params}, mean, method=model.decode))
+    mean = models.posterior_mean_latents(model, params, x)
+    recon = model.apply({'params': params}, mean, method=model.decode).mean()
     ncols = 8
     rows = []
     for r in range(0, x.shape[0], ncols):
@@ -126,7 +109,6 @@ def draw(
     key: jax.Array,
     model,
     params,
-    likelihood: str,
     *,
     num: int,
     source: str,
@@ -147,7 +129,5 @@ def draw(
             {'params': params}, jnp.asarray(x[np.asarray(rows)]), method=model.encode
         )
         z = distributions.sample_diag_gaussian(z_key, mean, log_var)
-    out = model.apply({'params': params}, z, method=model.decode)
-    if means:
-        return np.asarray(decoder_mean(likelihood, out))
-    return np.asarray(decoder_draw(x_key, likelihood, out))
+    p_x = model.apply({'params': params}, z, method=model.decode)
+    return np.asarray(p_x.mean() if means else p_x.sample(x_key))

@@ -47,8 +47,7 @@ def main(argv):
     key = jax.random.key(_SEED.value)
     if _MANIFOLD.value:
         z = plotting.manifold_latents(_MANIFOLD.value, config.latent_dim)
-        out = model.apply({'params': params}, z, method=model.decode)
-        images = np.asarray(plotting.decoder_mean(config.likelihood, out))
+        images = np.asarray(model.apply({'params': params}, z, method=model.decode).mean())
         ncols = _MANIFOLD.value
     else:
         x = getattr(splits, _SPLIT.value)
@@ -58,7 +57,6 @@ def main(argv):
             key,
             model,
             params,
-            config.likelihood,
             num=_NUM.value,
             source=_SOURCE.value,
             x=x,

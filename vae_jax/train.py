@@ -137,7 +137,9 @@ class _StopSignals:
 # --------------------------------------------------------------------------- setup
 
 
-def make_model(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]) -> models.VAE:
+def make_model(
+    config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
+) -> models.VAE | models.HierarchicalVAE:
     return models.build_vae(
         architecture=config.model.architecture,
         event_shape=tuple(event_shape),
@@ -149,6 +151,8 @@ def make_model(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]) 
         init_std=config.model.init_std,
         gaussian_mean=config.model.gaussian_mean,
         min_log_var=config.model.min_log_var,
+        upper_latent_dims=tuple(config.model.upper_latent_dims),
+        upper_hidden_dims=tuple(tuple(h) for h in config.model.upper_hidden_dims),
     )
 
 
@@ -168,7 +172,9 @@ def init_state(
     MCEM's chains start at prior draws from ``fold_in(streams.init, 1)``, so the
     parameters (from ``streams.init``) are the same for every algorithm.
     """
-    params = models.init_params(model, streams.init, event_shape, config.latent_dim)
+    upper = tuple(config.model.upper_latent_dims)
+    top = upper[-1] if upper else config.latent_dim  # What the model's init decodes from.
+    params = models.init_params(model, streams.init, event_shape, top)
     step = jnp.zeros((), jnp.int32)
     if algorithm_of(config) != 'mcem':
         return TrainState(step=step, params=params, opt_state=tx.init(params))
@@ -210,19 +216,15 @@ def make_loss_fn(
     dream = baselines.dream_for(config.likelihood, grey_inputs=grey_inputs)
 
     def loss_fn(params, x, key):
-        encode = functools.partial(model.apply, {'params': params}, method=model.encode)
-        decode = functools.partial(model.apply, {'params': params}, method=model.decode)
         if wake_sleep:
-            return baselines.wake_sleep_loss(
-                key, x, encode, decode, likelihood=config.likelihood, dream=dream
-            )
+            encode = functools.partial(model.apply, {'params': params}, method=model.encode)
+            decode = functools.partial(model.apply, {'params': params}, method=model.decode)
+            return baselines.wake_sleep_loss(key, x, encode, decode, dream=dream)
         terms = objectives.compute(
             key,
             x,
-            encode,
-            decode,
+            models.latent_model(model, params),
             objective=config.objective,
-            likelihood=config.likelihood,
             num_samples=config.num_samples,
             kl_estimator=config.kl_estimator,
             beta=config.beta,
@@ -263,7 +265,7 @@ def _mcem_update(model, tx, config) -> Callable:
         return functools.partial(model.apply, {'params': params}, method=model.decode)
 
     def loss_fn(params, x, z):
-        return baselines.mcem_loss(x, z, decoder(params), likelihood=config.likelihood)
+        return baselines.mcem_loss(x, z, decoder(params))
 
     def update(state: TrainState, x: jax.Array, key: jax.Array, idx):
         if idx is None:
@@ -274,7 +276,6 @@ def _mcem_update(model, tx, config) -> Callable:
             x,
             chains,
             decoder(state.params),
-            likelihood=config.likelihood,
             num_leapfrog_steps=mc.num_leapfrog_steps,
             num_transitions=mc.num_transitions,
             target_acceptance=mc.target_acceptance,
@@ -436,27 +437,16 @@ def make_eval_fns(model: models.VAE, config: ml_collections.ConfigDict):
     """Jitted per-example ELBO terms and importance-sampled log p(x) on a batch."""
 
     def elbo_terms(params, x, key):
-        encode = functools.partial(model.apply, {'params': params}, method=model.encode)
-        decode = functools.partial(model.apply, {'params': params}, method=model.decode)
-        return objectives.elbo(
-            key,
-            x,
-            encode,
-            decode,
-            likelihood=config.likelihood,
-            num_samples=1,
-            kl_estimator='analytic',
-        )
+        lm = models.latent_model(model, params)
+        # Estimator B where the model has a closed-form KL (lower variance), A otherwise.
+        kl = 'analytic' if lm.analytic_kl else 'monte_carlo'
+        return objectives.elbo(key, x, lm, num_samples=1, kl_estimator=kl)
 
     def log_px(params, x, key, num_samples, chunk_size):
-        encode = functools.partial(model.apply, {'params': params}, method=model.encode)
-        decode = functools.partial(model.apply, {'params': params}, method=model.decode)
         return estimators.importance_log_likelihood(
             key,
             x,
-            encode,
-            decode,
-            likelihood=config.likelihood,
+            models.latent_model(model, params),
             num_samples=num_samples,
             chunk_size=chunk_size,
         )
@@ -481,7 +471,6 @@ def make_ais_log_px(model: models.VAE, config: ml_collections.ConfigDict) -> Cal
             key,
             x,
             decode,
-            likelihood=config.likelihood,
             latent_dim=config.latent_dim,
             num_annealing_steps=config.eval_ais_steps,
             num_chains=config.eval_ais_chains,
@@ -499,8 +488,7 @@ def save_images(config, workdir, model, params, x, key, step: int | None = None)
         logging.warning('data of shape %s is not an image; no grids drawn', x.shape[1:])
         return
     z = jax.random.normal(key, (64, config.latent_dim))
-    decoded = model.apply({'params': params}, z, method=model.decode)
-    samples = np.asarray(plotting.decoder_mean(config.likelihood, decoded))
+    samples = np.asarray(model.apply({'params': params}, z, method=model.decode).mean())
     plotting.save_grid(os.path.join(workdir, 'samples.png'), samples, 8)
     if step is not None:
         os.makedirs(os.path.join(workdir, 'images'), exist_ok=True)

@@ -55,7 +55,6 @@ def appendix_d(run: train.Run, x: np.ndarray, scale: common.Scale, seed: int) ->
                 key,
                 xb,
                 decode,
-                likelihood=run.config.likelihood,
                 latent_dim=run.config.latent_dim,
                 num_posterior_samples=scale.fig3_posterior_samples,
                 num_burnin=scale.fig3_burnin,

@@ -29,8 +29,8 @@ def manifold_images(workdir: str, n: int) -> np.ndarray:
     """``[n * n, *event_shape]`` decoder means on the n x n quantile grid."""
     run = train.load_run(workdir)
     z = plotting.manifold_latents(n, run.config.latent_dim)
-    out = run.model.apply({'params': run.params}, z, method=run.model.decode)
-    return np.asarray(plotting.decoder_mean(run.config.likelihood, out))
+    p_x = run.model.apply({'params': run.params}, z, method=run.model.decode)
+    return np.asarray(p_x.mean())
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

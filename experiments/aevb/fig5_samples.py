@@ -37,7 +37,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
             jax.random.key(args.seed),
             run.model,
             run.params,
-            run.config.likelihood,
             num=NUM,
             source='prior',
             means=True,

@@ -1,0 +1,313 @@
+r"""Burda, Grosse & Salakhutdinov (2016), Table 1 (MNIST): ours beside theirs.
+
+  python experiments/iwae/table1.py --scale=paper_div100 [--rows=l1_vae_k1,l1_iwae_k5]
+      [--data_dir=../shared/data] [--workdir_root=experiments/iwae/runs] [--out=...]
+
+Trains every distinct model of the table (the k = 1 rows of VAE and IWAE are one
+model), each through the normal entry point on `configs/paper/iwae/mnist.py`, then
+evaluates each with `vae_jax.evaluate` (importance sampling, K = 5000, on the 10,000
+test images, which also gives the IWAE_K curve and the active units) and writes, in
+`--out` (default `experiments/iwae/<scale>/`): `table1.csv` (one row per table
+entry), `table1.md` (the paper's layout, ours beside theirs) and `iwae_curves.png`.
+
+Resumable: a model's workdir is `<workdir_root>/<scale>/<model>`; an interrupted
+training resumes from its checkpoint, a finished one is not trained again, and a
+finished evaluation (`eval_test_is_5000.json` in the workdir) is read, not redone.
+
+Scales keep every setting of the paper but the length of the schedule:
+`paper` (stage i = 3**i passes, 3,280 passes), `paper_div10` and `paper_div100` (every
+stage 10 or 100 times shorter: 328 and 31.9 passes, the same learning rates), and
+`tiny` (tests: the embedded digits, 3 short stages, a small evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:  # Run as a script from anywhere: `configs` and `vae_jax` import.
+    sys.path.insert(0, REPO)
+
+import ml_collections  # noqa: E402
+from absl import logging  # noqa: E402
+
+from configs.paper.iwae import mnist as iwae_mnist  # noqa: E402
+from vae_jax import evaluate, sweep  # noqa: E402
+
+DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), 'shared', 'data')
+
+# Table 1 of Burda et al. (2016): test negative log-likelihood (nats, K = 5000) on
+# dynamically binarised MNIST; (layers, objective, k) -> NLL.
+PAPER_NLL = {
+    (1, 'vae', 1): 86.76,
+    (1, 'vae', 5): 86.47,
+    (1, 'vae', 50): 86.35,
+    (1, 'iwae', 1): 86.76,
+    (1, 'iwae', 5): 85.54,
+    (1, 'iwae', 50): 84.78,
+    (2, 'vae', 1): 85.33,
+    (2, 'vae', 5): 85.01,
+    (2, 'vae', 50): 84.78,
+    (2, 'iwae', 1): 85.33,
+    (2, 'iwae', 5): 83.89,
+    (2, 'iwae', 50): 82.90,
+}
+KS = (1, 5, 50)
+OBJECTIVES = ('vae', 'iwae')
+CURVE_K = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """How much of the paper's schedule a model trains for.
+
+    Attributes:
+      stage_divisor: every stage is this many times shorter than the paper's.
+      num_stages: stages run (the paper: 8); the learning rates stay the paper's.
+      num_importance_samples: K of the reported log p(x) (the paper: 5000).
+      eval_examples: test images evaluated (0: all 10,000).
+      curve_k: K at which the IWAE_K curve is reported.
+      dataset: 'mnist' (the paper's) or 'embedded' (tests, no data files).
+    """
+
+    stage_divisor: int
+    num_stages: int = 8
+    num_importance_samples: int = 5000
+    eval_examples: int = 0
+    curve_k: tuple[int, ...] = CURVE_K
+    dataset: str = 'mnist'
+
+
+SCALES = {
+    'paper': Scale(stage_divisor=1),
+    'paper_div10': Scale(stage_divisor=10),
+    'paper_div100': Scale(stage_divisor=100),
+    'tiny': Scale(
+        stage_divisor=1490,
+        num_stages=3,
+        num_importance_samples=20,
+        eval_examples=50,
+        curve_k=(1, 5, 20),
+        dataset='embedded',
+    ),
+}
+
+
+def model_name(layers: int, objective: str, k: int) -> str:
+    """The run that gives a table entry: VAE and IWAE with k = 1 are the same model."""
+    if k == 1:
+        objective = 'vae'
+    return f'l{layers}_{objective}_k{k}'
+
+
+def model_config(
+    layers: int, objective: str, k: int, scale: Scale, data_dir: str
+) -> ml_collections.ConfigDict:
+    """`configs/paper/iwae/mnist.py` for one model, its schedule shortened to ``scale``."""
+    config = iwae_mnist.get_config(f'{layers},{objective},{k}')
+    config.data_dir = data_dir
+    steps = config.optimizer.stage_steps
+    config.optimizer.stage_steps = max(1, steps // scale.stage_divisor)
+    config.optimizer.num_stages = scale.num_stages
+    growth = config.optimizer.stage_growth
+    stage_total = sum(growth**i for i in range(scale.num_stages))
+    config.num_steps = config.optimizer.stage_steps * stage_total
+    if scale.dataset != 'mnist':
+        config.dataset = scale.dataset
+        config.valid_size = None
+    # The table's number comes from the evaluation below; training's own final estimate
+    # only needs to be cheap (eval_* fields may change on resume).
+    config.eval_num_importance_samples = 100
+    config.eval_max_examples = 500
+    for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
+        config[field] = min(config[field], config.num_steps)
+    config.steps_per_dispatch = min(config.steps_per_dispatch, config.log_every_steps)
+    return config
+
+
+def _epochs(config: ml_collections.ConfigDict) -> float | None:
+    """Passes over the paper's 59,600 training images (None on other data)."""
+    if config.dataset != 'mnist':
+        return None
+    return round(config.num_steps / iwae_mnist.STEPS_PER_EPOCH, 3)
+
+
+def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
+    """Trains (or resumes, or skips) one model and evaluates it."""
+    name = model_name(layers, objective, k)
+    config = model_config(layers, objective, k, scale, args.data_dir)
+    workdir = os.path.join(args.workdir_root, args.scale, name)
+    t0 = time.perf_counter()
+    results = sweep.run_point(config, workdir)
+    path = os.path.join(workdir, f'eval_test_is_{scale.num_importance_samples}.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            ev = json.load(f)
+    else:
+        ev = evaluate.evaluate_run(
+            workdir,
+            method='is',
+            num_importance_samples=scale.num_importance_samples,
+            report_k=tuple(k for k in scale.curve_k if k < scale.num_importance_samples),
+            max_examples=scale.eval_examples,
+        )
+    ev = json.loads(json.dumps(ev))  # The file's form either way: K keys as strings.
+    return {
+        'model': name,
+        'workdir': workdir,
+        'epochs': _epochs(config),
+        'train_steps': results.get('train_steps'),
+        'train_seconds': round(results.get('wall_seconds', float('nan')), 1),
+        'eval_seconds': round(ev.get('wall_seconds', float('nan')), 1),
+        'seconds_this_call': round(time.perf_counter() - t0, 1),
+        'nll': -ev['log_likelihood'],
+        'nll_stderr': ev['log_likelihood_stderr'],
+        'test_elbo': ev.get('elbo'),
+        'active_units': '+'.join(
+            str(u) for u in ev['diagnostics'].get('active_units_per_layer', [])
+        )
+        or ev['diagnostics']['active_units'],
+        'latent_dim': config.latent_dim,
+        'eval_examples': ev['num_examples'],
+        'num_importance_samples': ev['num_importance_samples'],
+        'iwae_curve': ev.get('iwae_curve', {}),
+    }
+
+
+def table_rows(models: dict[str, dict], scale_name: str) -> list[dict]:
+    """One row per (layers, objective, k) of the paper's table, ours beside theirs."""
+    rows = []
+    for layers in (1, 2):
+        for objective in OBJECTIVES:
+            for k in KS:
+                m = models.get(model_name(layers, objective, k))
+                if m is None:
+                    continue
+                paper = PAPER_NLL[(layers, objective, k)]
+                nll = m['nll']
+                rows.append(
+                    {
+                        'scale': scale_name,
+                        'layers': layers,
+                        'objective': objective,
+                        'k': k,
+                        'model': m['model'],
+                        'nll': round(nll, 3),
+                        'nll_stderr': round(m['nll_stderr'], 3),
+                        'paper_nll': paper,
+                        'diff': round(nll - paper, 3),
+                        'active_units': m.get('active_units'),
+                        'latent_dim': m.get('latent_dim'),
+                        'epochs': m.get('epochs'),
+                        'train_seconds': m.get('train_seconds'),
+                        'eval_seconds': m.get('eval_seconds'),
+                        'eval_examples': m.get('eval_examples'),
+                        'num_importance_samples': m.get('num_importance_samples'),
+                    }
+                )
+    return rows
+
+
+def markdown(rows: list[dict], scale_name: str) -> str:
+    """The paper's layout: one line per (layers, objective), k = 1, 5, 50 across."""
+    lines = [
+        f'Test NLL in nats (ours ± standard error / Burda et al. 2016, Table 1), '
+        f'scale `{scale_name}`',
+        '',
+        '| layers | objective | k = 1 | k = 5 | k = 50 | active units (k = 1, 5, 50) |',
+        '| --- | --- | --- | --- | --- | --- |',
+    ]
+    by_key = {(r['layers'], r['objective'], r['k']): r for r in rows}
+    for layers in (1, 2):
+        for objective in OBJECTIVES:
+            cells, units = [], []
+            for k in KS:
+                r = by_key.get((layers, objective, k))
+                if r is None:
+                    cells.append(f'— / {PAPER_NLL[(layers, objective, k)]}')
+                    units.append('—')
+                else:
+                    cells.append(f'{r["nll"]:.2f} ± {r["nll_stderr"]:.2f} / {r["paper_nll"]}')
+                    units.append(str(r['active_units']))
+            row = ' | '.join([str(layers), objective.upper(), *cells, ', '.join(units)])
+            lines.append(f'| {row} |')
+    return '\n'.join(lines) + '\n'
+
+
+def plot_curves(models: dict[str, dict], path: str) -> None:
+    """Mean IWAE_K bound on the test set against K, one line per trained model."""
+    import matplotlib  # Deferred: a second of imports.
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, m in sorted(models.items()):
+        curve = m.get('iwae_curve')
+        if not curve:
+            continue
+        ks = sorted(int(k) for k in curve)
+        ax.plot(ks, [curve[str(k)][0] for k in ks], marker='o', label=name)
+    ax.set(xscale='log', xlabel='K', ylabel='test IWAE_K bound (nats)', title='IWAE_K curves')
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--scale', choices=sorted(SCALES), default='paper_div100')
+    p.add_argument('--rows', default='', help='comma-separated model names (default: all)')
+    p.add_argument('--data_dir', default=DEFAULT_DATA_DIR)
+    p.add_argument('--workdir_root', default=os.path.join(REPO, 'experiments', 'iwae', 'runs'))
+    p.add_argument('--out', default=None, help='default experiments/iwae/<scale>')
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = os.path.join(REPO, 'experiments', 'iwae', args.scale)
+    return args
+
+
+def all_models() -> list[tuple[int, str, int]]:
+    """Distinct models: (layers, objective, k), the k = 1 model once per layer count."""
+    return [
+        (layers, objective, k)
+        for layers in (1, 2)
+        for objective in OBJECTIVES
+        for k in KS
+        if not (objective == 'iwae' and k == 1)
+    ]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    scale = SCALES[args.scale]
+    wanted = [m for m in args.rows.split(',') if m]
+    known = {model_name(*m): m for m in all_models()}
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        sys.exit(f'error: --rows names {unknown}; known: {sorted(known)}')
+    os.makedirs(args.out, exist_ok=True)
+    models = {}
+    for name, (layers, objective, k) in known.items():
+        if wanted and name not in wanted:
+            continue
+        logging.info('model %s (%d of %d)', name, len(models) + 1, len(wanted) or len(known))
+        models[name] = run_model(layers, objective, k, scale, args)
+    rows = table_rows(models, args.scale)
+    sweep.write_csv(os.path.join(args.out, 'table1.csv'), rows)
+    with open(os.path.join(args.out, 'table1.md'), 'w') as f:
+        f.write(markdown(rows, args.scale))
+    plot_curves(models, os.path.join(args.out, 'iwae_curves.png'))
+    print(markdown(rows, args.scale))
+    return rows
+
+
+if __name__ == '__main__':
+    logging.set_verbosity(logging.INFO)
+    main()

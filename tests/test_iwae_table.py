@@ -1,0 +1,81 @@
+"""experiments/iwae/table1.py end to end at the tiny scale: rows, resume, the CSV's columns."""
+
+import csv
+import os
+
+import pytest
+
+from experiments.iwae import table1
+
+REQUIRED = (
+    'scale',
+    'layers',
+    'objective',
+    'k',
+    'nll',
+    'nll_stderr',
+    'paper_nll',
+    'active_units',
+    'epochs',
+    'train_seconds',
+)
+
+
+@pytest.fixture(scope='module')
+def tiny_table(tmp_path_factory):
+    root = tmp_path_factory.mktemp('iwae_table')
+    argv = [
+        '--scale=tiny',
+        f'--workdir_root={root / "runs"}',
+        f'--out={root / "out"}',
+        '--rows=l1_vae_k1,l1_iwae_k5,l2_vae_k1',
+    ]
+    rows = table1.main(argv)
+    return root, argv, rows
+
+
+def test_table_has_every_entry_of_the_models_run(tiny_table):
+    root, _, rows = tiny_table
+    with open(root / 'out' / 'table1.csv') as f:
+        csv_rows = list(csv.DictReader(f))
+    assert set(REQUIRED) <= set(csv_rows[0])
+    keyed = {(int(r['layers']), r['objective'], int(r['k'])): r for r in csv_rows}
+    # k = 1: VAE and IWAE are one model, hence one number.
+    assert keyed[(1, 'vae', 1)]['nll'] == keyed[(1, 'iwae', 1)]['nll']
+    assert keyed[(1, 'vae', 1)]['model'] == keyed[(1, 'iwae', 1)]['model'] == 'l1_vae_k1'
+    for key in ((1, 'vae', 1), (1, 'iwae', 5)):  # One stochastic layer of 50 units.
+        r = keyed[key]
+        nll, se = float(r['nll']), float(r['nll_stderr'])
+        assert 0 < nll < 784 * 0.7 and 0 < se < 10
+        assert float(r['paper_nll']) == table1.PAPER_NLL[key]
+        assert float(r['diff']) == pytest.approx(nll - table1.PAPER_NLL[key], abs=2e-3)
+        assert 0 <= int(r['active_units']) <= 50
+    # The two-layer model: a number, and active units per stochastic layer.
+    two = keyed[(2, 'vae', 1)]
+    assert 0 < float(two['nll']) < 784 * 0.7 and two['model'] == 'l2_vae_k1'
+    assert two['nll'] == keyed[(2, 'iwae', 1)]['nll']
+    units = [int(u) for u in two['active_units'].split('+')]
+    assert len(units) == 2 and 0 <= units[0] <= 100 and 0 <= units[1] <= 50
+    md = (root / 'out' / 'table1.md').read_text()
+    assert '| 1 | IWAE |' in md and '| 2 | VAE |' in md and '/ 85.33' in md
+    assert (root / 'out' / 'iwae_curves.png').stat().st_size > 0
+
+
+def test_finished_models_are_neither_trained_nor_evaluated_again(tiny_table):
+    root, argv, rows = tiny_table
+    workdir = root / 'runs' / 'tiny' / 'l1_vae_k1'
+    stamps = {p: os.path.getmtime(workdir / p) for p in ('results.json', 'eval_test_is_20.json')}
+    again = table1.main(argv)
+    assert [r['nll'] for r in again] == [r['nll'] for r in rows]
+    assert {p: os.path.getmtime(workdir / p) for p in stamps} == stamps
+
+
+def test_scales_keep_the_paper_settings_but_the_schedule_length():
+    paper = table1.model_config(1, 'iwae', 50, table1.SCALES['paper'], '/data')
+    div100 = table1.model_config(1, 'iwae', 50, table1.SCALES['paper_div100'], '/data')
+    assert paper.num_steps == 3280 * 2980 and div100.num_steps == 3280 * 29
+    for config in (paper, div100):
+        assert (config.batch_size, config.num_samples, config.objective) == (20, 50, 'iwae')
+        assert config.optimizer.eps == 1e-4 and config.optimizer.num_stages == 8
+        assert config.dataset == 'mnist' and config.valid_size == 400
+    assert table1.model_name(1, 'iwae', 1) == table1.model_name(1, 'vae', 1) == 'l1_vae_k1'
