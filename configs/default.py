@@ -122,6 +122,13 @@ def get_config() -> ml_collections.ConfigDict:
     # upper_latent_dims (50,), upper_hidden_dims ((100, 100),).
     config.model.upper_latent_dims = ()
     config.model.upper_hidden_dims = ()
+    # The prior p(z): 'standard_normal' (N(0, I)) or 'vamp' (Tomczak & Welling 2018: the
+    # mixture (1/K) sum_k q(z|u_k) over K = num_pseudo_inputs learned pseudo-inputs of the
+    # data's shape; no closed-form KL, so kl_estimator='monte_carlo'). Not with
+    # architecture='hierarchical' (its prior is its top layer's N(0, I)).
+    config.model.prior = 'standard_normal'
+    # prior='vamp' only: K (Tomczak & Welling use 500 on MNIST).
+    config.model.num_pseudo_inputs = 500
     # Hidden nonlinearity: 'tanh' (the paper), 'relu', 'elu', 'gelu', 'softplus', 'swish', ...
     config.model.activation = 'relu'
     # None: flax's initialisers (LeCun normal weights, zero biases). A number: every

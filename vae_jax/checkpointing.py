@@ -104,6 +104,8 @@ _IMPLIED_WHEN_ABSENT = {
     'precision.eval': 'float32',
     'model.upper_latent_dims': [],
     'model.upper_hidden_dims': [],
+    'model.prior': 'standard_normal',
+    'model.num_pseudo_inputs': 500,
 }
 _IGNORED_WHEN_ABSENT_PREFIXES = ('mcem.',)
 

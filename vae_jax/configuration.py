@@ -115,6 +115,36 @@ def _hierarchy_fields(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def _prior_fields(config: ml_collections.ConfigDict) -> None:
+    """model.prior: 'vamp' needs one Gaussian layer, AEVB and the Monte Carlo KL."""
+    prior = config.model.get('prior', 'standard_normal')
+    if prior not in models.PRIORS:
+        raise ConfigError(
+            f'config.model.prior={prior!r} is not one of {models.PRIORS}; '
+            'set --config.model.prior=<one of them>.'
+        )
+    if prior != 'vamp':
+        return
+    k = config.model.num_pseudo_inputs
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f'config.model.num_pseudo_inputs must be an int >= 1, got {k!r}.')
+    if config.model.architecture == 'hierarchical':
+        raise ConfigError(
+            "config.model.prior='vamp' is a prior on one latent layer; with "
+            "architecture='hierarchical' set --config.model.prior=standard_normal."
+        )
+    if config.algorithm != 'aevb':
+        raise ConfigError(
+            f'config.algorithm={config.algorithm!r} assumes the N(0, I) prior; '
+            "prior='vamp' trains with --config.algorithm=aevb."
+        )
+    if config.objective == 'elbo' and config.kl_estimator == 'analytic':
+        raise ConfigError(
+            "config.kl_estimator='analytic' needs a closed-form KL, which the VampPrior has "
+            'not; set --config.kl_estimator=monte_carlo.'
+        )
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first field that cannot work.
 
@@ -195,6 +225,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             'config.model.hidden_dims is empty; an MLP needs at least one hidden layer.'
         )
     _hierarchy_fields(config)
+    _prior_fields(config)
     if config.objective == 'iwae' and config.beta != 1.0:
         raise ConfigError(
             'config.beta only weights the ELBO; set --config.beta=1 with objective=iwae.'

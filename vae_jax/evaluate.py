@@ -136,8 +136,8 @@ def importance_sampling(
 def elbo_terms(run: train.Run, x: np.ndarray, key: jax.Array, batch_size: int) -> dict[str, Any]:
     """ELBO (one z per example), KL and reconstruction, plus the posterior means.
 
-    The KL is the closed form where the model has one (then also q's ``log_var``), else
-    the Monte Carlo estimate. ``mean``: q's means, ``[N, D]``, or for the hierarchical
+    The KL is the closed form where the model has one, else the Monte Carlo estimate.
+    ``mean`` (and ``log_var``): q's, ``[N, D]``, for one Gaussian layer; for the hierarchical
     model each layer's mean given the means below (``posterior_means``), concatenated.
     """
     lm = models.latent_model(run.model, run.params)
@@ -283,10 +283,10 @@ def evaluate_run(
             x = x[:max_examples]
         batch_size = min(batch_size, x.shape[0])
         key = jax.random.key(seed)
-        if method in ('ais', 'appendix_d') and not isinstance(run.model, models.VAE):
+        if method in ('ais', 'appendix_d') and not models.has_standard_prior(run.model):
             raise ValueError(
-                f'--method={method} is written for one Gaussian latent layer; '
-                f'{workdir} holds a {run.config.model.architecture} model: use --method=is.'
+                f'--method={method} is written for one Gaussian latent layer with the N(0, I) '
+                f'prior; {workdir} holds another model: use --method=is.'
             )
         # MCEM trains no encoder: nothing that goes through q(z|x) means anything for it.
         has_encoder = train.algorithm_of(run.config) != 'mcem'
@@ -342,14 +342,14 @@ def evaluate_run(
                 'not reported: the scored data are not binary, so log p(x) is a density '
                 '(Gaussian) or a relaxation (grey levels under a Bernoulli), not a code length'
             )
-        if has_encoder and 'log_var' in terms:
+        if has_encoder and models.has_standard_prior(run.model):
             result['diagnostics'] = diagnostics.posterior_diagnostics(
                 jax.random.fold_in(key, 3),
                 jnp.asarray(terms['mean']),
                 jnp.asarray(terms['log_var']),
             )
-        elif has_encoder:  # Hierarchical: active units per layer (no closed-form terms).
-            sizes = run.model.latent_dims
+        elif has_encoder:  # Other priors or layers: active units per layer only.
+            sizes = models.latent_sizes(run.model)
             splits = np.split(np.asarray(terms['mean']), np.cumsum(sizes)[:-1], axis=-1)
             per_layer = [diagnostics.active_units(jnp.asarray(m))[0] for m in splits]
             result['diagnostics'] = {

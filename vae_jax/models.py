@@ -31,6 +31,8 @@ ARCHITECTURES = ('mlp', 'conv', 'hierarchical')
 # How a Gaussian decoder's mean is made from its output: 'identity' for any real data,
 # 'sigmoid' for data in [0, 1] (Kingma & Welling 2013, Sec. 5, for Frey Face).
 GAUSSIAN_MEANS = ('identity', 'sigmoid')
+# p(z): N(0, I), or Tomczak & Welling's (2018) VampPrior (``VAE.num_pseudo_inputs``).
+PRIORS = ('standard_normal', 'vamp')
 
 
 def _init(init_std: float | None) -> dict:
@@ -191,15 +193,35 @@ class ConvDecoder(nn.Module):
         )
 
 
+# Tomczak & Welling (2018), code for MNIST: pseudo-inputs u = hardtanh(w) in [0, 1] with
+# w initialised ~ N(0.05, 0.01^2).
+_PSEUDO_INPUT_MEAN, _PSEUDO_INPUT_STD = 0.05, 0.01
+
+
+def _pseudo_input_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    return _PSEUDO_INPUT_MEAN + _PSEUDO_INPUT_STD * jax.random.normal(key, shape, dtype)
+
+
 class VAE(nn.Module):
-    """An encoder and a decoder with separate parameter subtrees.
+    """An encoder and a decoder with separate parameter subtrees, and the prior p(z).
 
     ``encode`` and ``decode`` are the two halves; ``__call__`` only exists so that
-    ``init`` creates both parameter trees.
+    ``init`` creates every parameter. The prior is N(0, I), or with
+    ``num_pseudo_inputs`` = K > 0 the VampPrior of Tomczak & Welling (2018): the mixture
+    (1/K) sum_k q(z|u_k) over K learned pseudo-inputs u_k of the data's shape
+    (``event_shape``), which has no closed-form KL to q(z|x).
     """
 
     encoder: nn.Module
     decoder: nn.Module
+    num_pseudo_inputs: int = 0
+    event_shape: tuple[int, ...] = ()
+
+    def setup(self):
+        if self.num_pseudo_inputs:
+            self.pseudo_input_weights = self.param(
+                'pseudo_inputs', _pseudo_input_init, (self.num_pseudo_inputs, *self.event_shape)
+            )
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.encoder(x)
@@ -207,7 +229,30 @@ class VAE(nn.Module):
     def decode(self, z: jax.Array) -> likelihoods.Likelihood:
         return self.decoder(z)
 
+    def pseudo_input_posteriors(self) -> tuple[jax.Array, jax.Array]:
+        """(mean, log_var) ``[K, D]`` of q(z|u_k), the VampPrior's components."""
+        return self.encoder(jnp.clip(self.pseudo_input_weights, 0.0, 1.0))
+
+    def log_prior(self, z: jax.Array) -> jax.Array:
+        """log p(z) for z ``[..., D]``: N(0, I), or the VampPrior mixture."""
+        if not self.num_pseudo_inputs:
+            return distributions.std_normal_log_prob(z)
+        mean, log_var = self.pseudo_input_posteriors()
+        per_component = distributions.diag_gaussian_log_prob(z[..., None, :], mean, log_var)
+        return jax.nn.logsumexp(per_component, axis=-1) - math.log(self.num_pseudo_inputs)
+
+    def sample_prior(self, key: jax.Array, num: int) -> jax.Array:
+        """``[num, D]`` draws of p(z)."""
+        if not self.num_pseudo_inputs:
+            return jax.random.normal(key, (num, self.encoder.latent_dim))
+        key_k, key_z = jax.random.split(key)
+        mean, log_var = self.pseudo_input_posteriors()
+        k = jax.random.randint(key_k, (num,), 0, self.num_pseudo_inputs)
+        return distributions.sample_diag_gaussian(key_z, mean[k], log_var[k])
+
     def __call__(self, x: jax.Array, z: jax.Array):
+        if self.num_pseudo_inputs:
+            self.pseudo_input_posteriors()
         return self.encode(x), self.decode(z)
 
 
@@ -342,13 +387,14 @@ def build_vae(
     min_log_var: float | None = None,
     upper_latent_dims: Sequence[int] = (),
     upper_hidden_dims: Sequence[Sequence[int]] = (),
+    num_pseudo_inputs: int = 0,
 ) -> VAE | HierarchicalVAE:
     """The model for the given settings (the config's ``model`` section and more).
 
     ``init_std``: None for flax's default initialisers, else every weight and bias
     ~ N(0, init_std^2). ``gaussian_mean``, ``min_log_var``: the Gaussian decoder's
     mean map and log-variance floor (``_likelihood``). ``upper_*``: the layers above
-    z_1 of ``architecture='hierarchical'``.
+    z_1 of ``architecture='hierarchical'``. ``num_pseudo_inputs`` > 0: the VampPrior.
     """
     gaussian = dict(gaussian_mean=gaussian_mean, min_log_var=min_log_var)
     if architecture == 'hierarchical':
@@ -386,7 +432,12 @@ def build_vae(
         )
     else:
         raise ValueError(f'model.architecture must be one of {ARCHITECTURES}, got {architecture!r}')
-    return VAE(encoder=encoder, decoder=decoder)
+    return VAE(
+        encoder=encoder,
+        decoder=decoder,
+        num_pseudo_inputs=num_pseudo_inputs,
+        event_shape=tuple(event_shape) if num_pseudo_inputs else (),
+    )
 
 
 def init_params(
@@ -401,22 +452,43 @@ def init_params(
 def latent_model(model: VAE | HierarchicalVAE, params) -> objectives.LatentModel:
     """``model`` with ``params`` as the interface every objective and estimator uses."""
     apply = functools.partial(model.apply, {'params': params})
+    encode = lambda x: apply(x, method=model.encode)  # noqa: E731
+    decode = lambda z: apply(z, method=model.decode)  # noqa: E731
     if isinstance(model, HierarchicalVAE):
         return objectives.LatentModel(
             sample_posterior=lambda key, x, k: apply(key, x, k, method=model.sample_posterior),
             log_prior=lambda z: apply(z, method=model.log_prior),
-            decode=lambda z: apply(z, method=model.decode),
+            decode=decode,
         )
-    return objectives.gaussian_latent_model(
-        lambda x: apply(x, method=model.encode), lambda z: apply(z, method=model.decode)
+    if not model.num_pseudo_inputs:
+        return objectives.gaussian_latent_model(encode, decode)
+
+    def sample_posterior(key, x, num_samples):
+        mean, log_var = encode(x)
+        z, log_q = distributions.sample_diag_gaussian_with_log_prob(key, mean, log_var, num_samples)
+        return objectives.PosteriorDraws(z, log_q, None)  # No closed-form KL to a mixture.
+
+    return objectives.LatentModel(
+        sample_posterior, lambda z: apply(z, method=model.log_prior), decode
     )
+
+
+def has_standard_prior(model: VAE | HierarchicalVAE) -> bool:
+    """One Gaussian latent layer with the N(0, I) prior (what AIS, Appendix D, the
+    baselines, the posterior diagnostics and the manifold plot are written for)."""
+    return isinstance(model, VAE) and not model.num_pseudo_inputs
+
+
+def latent_sizes(model: VAE | HierarchicalVAE) -> tuple[int, ...]:
+    """The size of each stochastic layer, bottom (next to x) first."""
+    if isinstance(model, HierarchicalVAE):
+        return tuple(model.latent_dims)
+    return (model.encoder.latent_dim,)
 
 
 def sample_prior(model: VAE | HierarchicalVAE, params, key: jax.Array, num: int):
     """``num`` draws of z ~ p(z): ``[num, D]``, or the hierarchical model's tuple of layers."""
-    if isinstance(model, HierarchicalVAE):
-        return model.apply({'params': params}, key, num, method=model.sample_prior)
-    return jax.random.normal(key, (num, model.encoder.latent_dim))
+    return model.apply({'params': params}, key, num, method=model.sample_prior)
 
 
 def posterior_mean_latents(model: VAE | HierarchicalVAE, params, x: jax.Array):

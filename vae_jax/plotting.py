@@ -11,7 +11,7 @@ import numpy as np
 from absl import logging
 from jax.scipy.stats import norm
 
-from vae_jax import distributions, models
+from vae_jax import models
 
 
 def tile(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
@@ -120,14 +120,11 @@ def draw(
     with ``means``.
     """
     z_key, pick_key, x_key = jax.random.split(key, 3)
-    latent_dim = model.encoder.latent_dim
     if source == 'prior':
-        z = jax.random.normal(z_key, (num, latent_dim))
+        z = models.sample_prior(model, params, z_key, num)
     else:
         rows = jax.random.choice(pick_key, x.shape[0], (num,), replace=x.shape[0] < num)
-        mean, log_var = model.apply(
-            {'params': params}, jnp.asarray(x[np.asarray(rows)]), method=model.encode
-        )
-        z = distributions.sample_diag_gaussian(z_key, mean, log_var)
+        x_rows = jnp.asarray(x[np.asarray(rows)])
+        z = models.latent_model(model, params).sample_posterior(z_key, x_rows, None).z
     p_x = model.apply({'params': params}, z, method=model.decode)
     return np.asarray(p_x.mean() if means else p_x.sample(x_key))

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from vae_jax import data, plotting, train
+from vae_jax import data, models, plotting, train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 _NUM = flags.DEFINE_integer('num', 64, 'Number of samples.')
@@ -45,6 +45,12 @@ def main(argv):
     except (FileNotFoundError, data.DataError) as e:
         sys.exit(f'error: {e}')
     key = jax.random.key(_SEED.value)
+    if _MANIFOLD.value and not models.has_standard_prior(model):
+        sys.exit(
+            'error: --manifold draws N(0, I) quantiles of one latent layer; this run has '
+            f'another prior or several layers (model.architecture={config.model.architecture}, '
+            f'model.prior={config.model.prior}).'
+        )
     if _MANIFOLD.value:
         z = plotting.manifold_latents(_MANIFOLD.value, config.latent_dim)
         images = np.asarray(model.apply({'params': params}, z, method=model.decode).mean())

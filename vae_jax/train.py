@@ -153,6 +153,7 @@ def make_model(
         min_log_var=config.model.min_log_var,
         upper_latent_dims=tuple(config.model.upper_latent_dims),
         upper_hidden_dims=tuple(tuple(h) for h in config.model.upper_hidden_dims),
+        num_pseudo_inputs=config.model.num_pseudo_inputs if config.model.prior == 'vamp' else 0,
     )
 
 

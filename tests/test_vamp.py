@@ -1,0 +1,147 @@
+"""The VampPrior (Tomczak & Welling 2018) through the model interface.
+
+log p(x) is checked against quadrature on a 2-D latent space with 6 binary pixels and 3
+pseudo-inputs, after fitting the model to 5 examples (so that q is close, not exact).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import tiny_config
+
+from vae_jax import configuration, estimators, models, objectives, train
+
+EVENT = (6,)
+GRID = jnp.linspace(-8.0, 8.0, 321)
+
+
+@pytest.fixture(scope='module')
+def tiny_model():
+    model = models.build_vae(
+        architecture='mlp',
+        event_shape=EVENT,
+        latent_dim=2,
+        hidden_dims=(8,),
+        activation='tanh',
+        likelihood='bernoulli',
+        num_pseudo_inputs=3,
+    )
+    params = models.init_params(model, jax.random.key(0), EVENT, 2)
+    x = (jax.random.uniform(jax.random.key(1), (5, *EVENT)) < 0.4).astype(jnp.float32)
+    tx = optax.adam(1e-2)
+
+    def loss(p, key):
+        lm = models.latent_model(model, p)
+        terms = objectives.elbo(key, x, lm, num_samples=8, kl_estimator='monte_carlo')
+        return -jnp.mean(terms['elbo'])
+
+    @jax.jit
+    def fit(params):
+        def step(carry, key):
+            p, state = carry
+            updates, state = tx.update(jax.grad(loss)(p, key), state)
+            return (optax.apply_updates(p, updates), state), None
+
+        keys = jax.random.split(jax.random.key(2), 300)
+        return jax.lax.scan(step, (params, tx.init(params)), keys)[0][0]
+
+    return model, fit(params), x
+
+
+def _grid_log_prior(model, params):
+    z = jnp.stack(jnp.meshgrid(GRID, GRID, indexing='ij'), -1).reshape(-1, 2)
+    log_pz = model.apply({'params': params}, z, method=model.log_prior)
+    return z, log_pz, 2 * jnp.log(GRID[1] - GRID[0])
+
+
+def test_the_prior_is_a_normalised_mixture_of_the_pseudo_input_posteriors(tiny_model):
+    model, params, _ = tiny_model
+    _, log_pz, log_cell = _grid_log_prior(model, params)
+    np.testing.assert_allclose(float(jnp.exp(jax.nn.logsumexp(log_pz) + log_cell)), 1.0, atol=1e-3)
+    # Not N(0, I): the prior is learned.
+    z = jnp.asarray([[0.0, 0.0], [1.5, -1.0]])
+    vamp = model.apply({'params': params}, z, method=model.log_prior)
+    std = -jnp.log(2 * jnp.pi) - 0.5 * jnp.sum(z**2, -1)
+    assert float(jnp.max(jnp.abs(vamp - std))) > 0.1
+
+
+def test_importance_sampling_reaches_the_exact_log_likelihood(tiny_model):
+    model, params, x = tiny_model
+    z, log_pz, log_cell = _grid_log_prior(model, params)
+    log_px_z = model.apply({'params': params}, z[:, None, :], method=model.decode).log_prob(x)
+    exact = np.asarray(jax.nn.logsumexp(log_px_z + log_pz[:, None], axis=0) + log_cell)
+    lm = models.latent_model(model, params)
+    est = estimators.importance_log_likelihood(
+        jax.random.key(3), x, lm, num_samples=20_000, chunk_size=1000
+    )
+    np.testing.assert_allclose(np.asarray(est), exact, atol=0.02)
+
+    def mean_bound(fn, reps=400):
+        keys = jax.random.split(jax.random.key(4), reps)
+        return np.asarray(jnp.mean(jax.vmap(fn)(keys), axis=0))
+
+    elbo = mean_bound(
+        lambda k: objectives.elbo(k, x, lm, num_samples=1, kl_estimator='monte_carlo')['elbo']
+    )
+    iwae5 = mean_bound(lambda k: objectives.iwae(k, x, lm, num_samples=5)['iwae'])
+    iwae50 = mean_bound(lambda k: objectives.iwae(k, x, lm, num_samples=50)['iwae'])
+    assert np.all(elbo < iwae5) and np.all(iwae5 < iwae50) and np.all(iwae50 < exact + 0.01)
+    assert np.all(exact - elbo > 0.02)
+
+
+def test_no_closed_form_kl_and_gradients_reach_the_pseudo_inputs(tiny_model):
+    model, params, x = tiny_model
+    lm = models.latent_model(model, params)
+    assert not lm.analytic_kl
+    with pytest.raises(ValueError, match='closed-form KL'):
+        objectives.elbo(jax.random.key(0), x, lm, kl_estimator='analytic')
+
+    def loss(p):
+        terms = objectives.iwae(jax.random.key(5), x, models.latent_model(model, p), num_samples=5)
+        return -jnp.mean(terms['iwae'])
+
+    grads = jax.grad(loss)(params)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        assert np.all(np.isfinite(g)), path
+        assert np.any(g != 0), path
+    assert grads['pseudo_inputs'].shape == (3, *EVENT)
+
+
+def test_prior_samples_come_from_the_mixture(tiny_model):
+    model, params, _ = tiny_model
+    z = models.sample_prior(model, params, jax.random.key(6), 20_000)
+    assert z.shape == (20_000, 2)
+    mean, log_var = model.apply({'params': params}, method=model.pseudo_input_posteriors)
+    want_mean = jnp.mean(mean, axis=0)
+    np.testing.assert_allclose(np.asarray(jnp.mean(z, axis=0)), np.asarray(want_mean), atol=0.05)
+    x = model.apply({'params': params}, z[:7], method=model.decode).sample(jax.random.key(7))
+    assert x.shape == (7, *EVENT)
+
+
+def _vamp_config(**overrides):
+    config = tiny_config(
+        **{'model.prior': 'vamp', 'model.num_pseudo_inputs': 5, 'kl_estimator': 'monte_carlo'}
+    )
+    for k, v in overrides.items():
+        config[k] = v
+    return config
+
+
+def test_trains_and_evaluates_end_to_end(tmp_path):
+    results = train.train_and_evaluate(_vamp_config(), str(tmp_path))
+    assert np.isfinite(results['test_elbo']) and np.isfinite(results['test_log_likelihood'])
+    assert results['test_log_likelihood'] > results['test_elbo'] - 1.0
+
+
+@pytest.mark.parametrize(
+    'field, value, message',
+    [
+        ('kl_estimator', 'analytic', 'config.kl_estimator'),
+        ('algorithm', 'mcem', 'config.algorithm'),
+    ],
+)
+def test_settings_the_vamp_prior_cannot_have_are_refused(field, value, message):
+    with pytest.raises(configuration.ConfigError, match=message):
+        configuration.validate(_vamp_config(**{field: value}))
