@@ -8,9 +8,8 @@ latent layers of 2 and 1 units, 6 binary pixels): the bounds must order ELBO <= 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from helpers import tiny_config
+from helpers import fit_elbo, tiny_config
 
 from vae_jax import configuration, distributions, estimators, models, objectives, train
 
@@ -38,24 +37,7 @@ def tiny_model():
     )
     params = models.init_params(model, jax.random.key(0), EVENT, 1)
     x = (jax.random.uniform(jax.random.key(1), (5, *EVENT)) < 0.4).astype(jnp.float32)
-    tx = optax.adam(1e-2)
-
-    def loss(p, key):
-        lm = models.latent_model(model, p)
-        terms = objectives.elbo(key, x, lm, num_samples=8, kl_estimator='monte_carlo')
-        return -jnp.mean(terms['elbo'])
-
-    @jax.jit
-    def fit(params):
-        def step(carry, key):
-            p, state = carry
-            updates, state = tx.update(jax.grad(loss)(p, key), state)
-            return (optax.apply_updates(p, updates), state), None
-
-        keys = jax.random.split(jax.random.key(2), 500)
-        return jax.lax.scan(step, (params, tx.init(params)), keys)[0][0]
-
-    return model, fit(params), x
+    return model, fit_elbo(model, params, x, num_steps=500), x
 
 
 def _exact_log_px(model, params, x) -> np.ndarray:

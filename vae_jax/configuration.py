@@ -80,6 +80,20 @@ def _positive_ints(values: Sequence) -> bool:
     return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
 
 
+def _aevb_with_monte_carlo_kl(config: ml_collections.ConfigDict, model: str) -> None:
+    """Models other than one Gaussian layer with N(0, I): AEVB only, no closed-form KL."""
+    if config.algorithm != 'aevb':
+        raise ConfigError(
+            f'config.algorithm={config.algorithm!r} is written for one Gaussian latent layer '
+            f'with the N(0, I) prior; {model} trains with --config.algorithm=aevb.'
+        )
+    if config.objective == 'elbo' and config.kl_estimator == 'analytic':
+        raise ConfigError(
+            f"config.kl_estimator='analytic' needs a closed-form KL, which {model} has not; "
+            'set --config.kl_estimator=monte_carlo.'
+        )
+
+
 def _hierarchy_fields(config: ml_collections.ConfigDict) -> None:
     """model.upper_latent_dims / upper_hidden_dims: hierarchical only, one width tuple per layer."""
     upper = tuple(config.model.get('upper_latent_dims', ()))
@@ -103,27 +117,13 @@ def _hierarchy_fields(config: ml_collections.ConfigDict) -> None:
             'config.model.upper_hidden_dims must hold one tuple of positive widths per entry of '
             f'config.model.upper_latent_dims ({len(upper)}), got {widths!r}.'
         )
-    if config.algorithm != 'aevb':
-        raise ConfigError(
-            f'config.algorithm={config.algorithm!r} needs one Gaussian latent layer; '
-            "architecture='hierarchical' trains with --config.algorithm=aevb."
-        )
-    if config.objective == 'elbo' and config.kl_estimator == 'analytic':
-        raise ConfigError(
-            "config.kl_estimator='analytic' needs a closed-form KL, which a hierarchical "
-            "model's q(z|x) || p(z) has not; set --config.kl_estimator=monte_carlo."
-        )
+    _aevb_with_monte_carlo_kl(config, "architecture='hierarchical'")
 
 
 def _prior_fields(config: ml_collections.ConfigDict) -> None:
     """model.prior: 'vamp' needs one Gaussian layer, AEVB and the Monte Carlo KL."""
-    prior = config.model.get('prior', 'standard_normal')
-    if prior not in models.PRIORS:
-        raise ConfigError(
-            f'config.model.prior={prior!r} is not one of {models.PRIORS}; '
-            'set --config.model.prior=<one of them>.'
-        )
-    if prior != 'vamp':
+    _choice(config, 'model.prior', models.PRIORS)
+    if config.model.prior != 'vamp':
         return
     k = config.model.num_pseudo_inputs
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -133,16 +133,7 @@ def _prior_fields(config: ml_collections.ConfigDict) -> None:
             "config.model.prior='vamp' is a prior on one latent layer; with "
             "architecture='hierarchical' set --config.model.prior=standard_normal."
         )
-    if config.algorithm != 'aevb':
-        raise ConfigError(
-            f'config.algorithm={config.algorithm!r} assumes the N(0, I) prior; '
-            "prior='vamp' trains with --config.algorithm=aevb."
-        )
-    if config.objective == 'elbo' and config.kl_estimator == 'analytic':
-        raise ConfigError(
-            "config.kl_estimator='analytic' needs a closed-form KL, which the VampPrior has "
-            'not; set --config.kl_estimator=monte_carlo.'
-        )
+    _aevb_with_monte_carlo_kl(config, "model.prior='vamp'")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
