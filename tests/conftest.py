@@ -91,6 +91,15 @@ class PPCA:
         mean, log_var = self.exact_encode(x)
         return mean + 0.4, log_var + 0.6
 
+    def model(self, encode=None):
+        """The model as ``objectives.LatentModel``: this p(x, z) and q(z|x) = ``encode``'s
+        (default the exact posterior)."""
+        from vae_jax import objectives
+
+        return objectives.gaussian_latent_model(
+            encode or self.exact_encode, self.decode, self.z_dim
+        )
+
     def decode(self, z):
         """``z`` ``[..., B, Dz]`` -> p(x|z), a ``DiagonalGaussian`` of ``[..., B, Dx]``."""
         import jax.numpy as jnp

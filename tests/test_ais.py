@@ -23,11 +23,10 @@ def _ais(ppca, num_annealing_steps, num_chains, encode=None, **kwargs):
         functools.partial(
             ais.ais_log_likelihood,
             x=jnp.asarray(ppca.x),
-            decode=ppca.decode,
-            latent_dim=ppca.z_dim,
+            model=ppca.model(encode),
             num_annealing_steps=num_annealing_steps,
             num_chains=num_chains,
-            encode=encode,
+            start='prior' if encode is None else 'encoder',
             **kwargs,
         )
     )
@@ -106,8 +105,7 @@ def _bdmc(ppca, num_annealing_steps):
     return jax.jit(
         functools.partial(
             ais.bdmc,
-            decode=ppca.decode,
-            latent_dim=ppca.z_dim,
+            model=ppca.model(),
             event_shape=(ppca.x_dim,),
             num_examples=8,
             num_annealing_steps=num_annealing_steps,
@@ -142,8 +140,7 @@ def test_bdmc_checks_event_shape(ppca):
     with pytest.raises(ValueError, match='event'):
         ais.bdmc(
             jax.random.key(0),
-            ppca.decode,
-            latent_dim=2,
+            ppca.model(),
             event_shape=(5,),
             num_examples=2,
             num_annealing_steps=2,
@@ -162,13 +159,12 @@ def test_appendix_d_estimator_matches_exact_log_px(ppca, use_encoder):
         functools.partial(
             ais.hmc_marginal_likelihood,
             x=jnp.asarray(ppca.x),
-            decode=ppca.decode,
-            latent_dim=ppca.z_dim,
+            model=ppca.model(ppca.perturbed_encode),
             num_posterior_samples=1000,
             num_burnin=300,
             step_size=0.05,
             num_leapfrog_steps=10,
-            encode=ppca.perturbed_encode if use_encoder else None,
+            start='encoder' if use_encoder else 'prior',
         )
     )(jax.random.key(4))
     assert got.shape == (3,)
@@ -190,13 +186,13 @@ def test_bernoulli_ais_beats_small_k_importance_sampling():
         logits = jnp.einsum('...k,dk->...d', z, w)
         return likelihoods.Bernoulli(logits + jnp.broadcast_to(b, logits.shape), event_ndim=1)
 
-    _, x = ais.simulate(jax.random.key(5), decode, latent_dim=2, num_examples=8)
+    model = objectives.gaussian_latent_model(_prior_encode, decode, latent_dim=2)
+    _, x = ais.simulate(jax.random.key(5), model, num_examples=8)
     assert set(np.unique(x)) <= {0.0, 1.0}
     out = jax.jit(
         functools.partial(
             ais.ais_log_likelihood,
-            decode=decode,
-            latent_dim=2,
+            model=model,
             num_annealing_steps=200,
             num_chains=16,
         )
@@ -208,7 +204,7 @@ def test_bernoulli_ais_beats_small_k_importance_sampling():
             functools.partial(
                 estimators.importance_log_likelihood,
                 x=x,
-                model=objectives.gaussian_latent_model(_prior_encode, decode),
+                model=model,
                 num_samples=num_samples,
                 chunk_size=chunk_size,
             )
@@ -221,13 +217,13 @@ def test_bernoulli_ais_beats_small_k_importance_sampling():
 def test_public_functions_jit_once(ppca):
     """Static sizes closed over: a second key reuses the compiled program."""
     x = jnp.asarray(ppca.x)
-    common = dict(decode=ppca.decode, latent_dim=ppca.z_dim)
+    common = dict(model=ppca.model(ppca.perturbed_encode))
 
     @jax.jit
     @chex.assert_max_traces(n=1)
     def run_ais(key):
         return ais.ais_log_likelihood(
-            key, x, num_annealing_steps=3, num_chains=2, encode=ppca.perturbed_encode, **common
+            key, x, num_annealing_steps=3, num_chains=2, start='encoder', **common
         )
 
     @jax.jit
@@ -327,8 +323,7 @@ def test_appendix_d_estimator_on_a_non_gaussian_posterior():
     got = jax.jit(
         functools.partial(
             ais.hmc_marginal_likelihood,
-            decode=decode,
-            latent_dim=2,
+            model=objectives.gaussian_latent_model(_prior_encode, decode, latent_dim=2),
             num_posterior_samples=1000,
             num_burnin=300,
             step_size=0.05,
@@ -371,8 +366,7 @@ def test_forward_weights_are_unbiased_for_p_x_with_adaptation_on(ppca):
         functools.partial(
             ais.ais_log_likelihood,
             x=x,
-            decode=ppca.decode,
-            latent_dim=ppca.z_dim,
+            model=ppca.model(),
             num_annealing_steps=5,
             num_chains=1,
             step_size=0.2,
@@ -394,8 +388,7 @@ def test_bdmc_bounds_sit_on_their_sides_of_exact_log_px(ppca):
     out = jax.jit(
         functools.partial(
             ais.bdmc,
-            decode=ppca.decode,
-            latent_dim=ppca.z_dim,
+            model=ppca.model(),
             event_shape=(ppca.x_dim,),
             num_examples=256,
             num_annealing_steps=5,

@@ -22,6 +22,7 @@ from vae_jax import (
     configuration,
     distributions,
     likelihoods,
+    objectives,
     optimizers,
     train,
 )
@@ -158,7 +159,7 @@ def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binar
     (x_relaxed,), (x_sample,) = seen['relaxed'], seen['sample']
 
     # 'sample': ais.simulate's exact 0/1 draws, as before the dream option existed.
-    z, x = ais.simulate(key, decode, latent_dim=4, num_examples=8)
+    z, x = ais.simulate(key, objectives.gaussian_latent_model(encode, decode, 4), num_examples=8)
     np.testing.assert_array_equal(x_sample, x)
     assert np.all((x_sample == 0) | (x_sample == 1))
     np.testing.assert_array_equal(

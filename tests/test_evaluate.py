@@ -128,10 +128,10 @@ def test_ais_reports_a_bdmc_sandwich(workdir, monkeypatch):
     calls, decoders, bounds = [], [], []
     real_bdmc = ais.bdmc
 
-    def spy(key, decode, **kwargs):
+    def spy(key, model, **kwargs):
         calls.append(kwargs)
-        decoders.append(decode(jnp.zeros((1, kwargs['latent_dim']), jnp.float32)))
-        out = real_bdmc(key, decode, **kwargs)
+        decoders.append(model.decode(jnp.zeros((1, 4), jnp.float32)))
+        out = real_bdmc(key, model, **kwargs)
         jax.debug.callback(
             lambda lo, up: bounds.append((np.asarray(lo), np.asarray(up))),
             out['lower'],
@@ -162,8 +162,8 @@ def test_ais_reports_a_bdmc_sandwich(workdir, monkeypatch):
     (kwargs,) = calls
     assert kwargs['num_examples'] == 3
     assert kwargs['num_annealing_steps'] == 10 and kwargs['num_chains'] == 2
-    assert kwargs['encode'] is not None  # p0 = q(z|x): the run has a trained encoder.
-    assert kwargs['latent_dim'] == 4
+    assert kwargs['start'] == 'encoder'  # p0 = q(z|x): the run has a trained encoder.
+    assert result['ais_start'] == 'encoder'
     (p_x,) = decoders  # The run's decoder: p(x|z) of its config.likelihood='bernoulli'.
     assert isinstance(p_x, likelihoods.Bernoulli)
     ((lower, upper),) = bounds

@@ -1,11 +1,12 @@
 """MCMC estimators of log p(x): AIS, bidirectional Monte Carlo and Kingma & Welling's App. D.
 
 All functions are pure functions of a PRNG key, data ``x`` of shape ``[B, *event_shape]``
-and the callables of :mod:`vae_jax.objectives`: ``decode(z)`` with ``z`` ``[..., B, D]``
-gives p(x|z) (:mod:`vae_jax.likelihoods`), ``encode(x)`` gives ``(mean, log_var)`` ``[B, D]``.
-The prior is N(0, I). Every chain targets one example's posterior, so the MCMC is
-vmapped over chains and examples and ``decode`` sees ``z`` of shape ``[1, D]`` per
-chain (a batch of one example, which any decoder honouring the contract accepts).
+and a model seen through :class:`vae_jax.objectives.LatentModel` only: log p(z),
+p(x|z), draws of p(z) (``sample_prior``) and, to start from the encoder, q(z|x) as a
+distribution (``posterior``). Any latent structure works: the latents of one example
+(a pytree, e.g. the hierarchical model's (z_1, z_2)) are flattened into one vector,
+the HMC state (:class:`FlatLatents`). Every chain targets one example's posterior, so
+the MCMC is vmapped over chains and examples and the model sees a batch of one example.
 
 The Markov transitions are blackjax's HMC kernel (``blackjax.mcmc.hmc.build_kernel``)
 with an identity mass matrix; its ``logdensity_fn`` is an argument of each call, so one
@@ -26,18 +27,20 @@ import functools
 import importlib
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import distributions, objectives
+from vae_jax import objectives
 
 if TYPE_CHECKING:
     import blackjax
 
 SCHEDULES = ('sigmoid', 'linear')
+# Where the annealing path starts (p0): the prior p(z), or the encoder's q(z|x).
+STARTS = ('prior', 'encoder')
 
 # Step-size adaptation constants of Wu et al.'s released code (hmc.py of their BDMC code):
 # multiply by 1.02 when the smoothed acceptance is above target, else by 0.98, and clip.
@@ -82,23 +85,95 @@ def annealing_schedule(num_annealing_steps: int, schedule: str = 'sigmoid') -> n
     raise ValueError(f'schedule must be one of {SCHEDULES}, got {schedule!r}')
 
 
-def log_joint_fn(decode: objectives.Decode) -> Callable:
+class FlatLatents(NamedTuple):
+    """One example's latents (a pytree) as one vector ``[D]``, the state of an HMC chain.
+
+    ``flatten(z, lead)``: leaves ``[*lead, ...]`` -> ``[*lead, D]``; ``unflatten(v)``:
+    ``[D]`` -> the pytree for a batch of one example (leaves ``[1, ...]``).
+    """
+
+    size: int
+    flatten: Callable[[Any, int], jax.Array]
+    unflatten: Callable[[jax.Array], Any]
+
+
+def flat_latents(model: objectives.LatentModel, x: jax.Array) -> FlatLatents:
+    """The layout of ``model``'s latents, read from the shapes of one posterior draw.
+
+    Hand-written rather than ``jax.flatten_util.ravel_pytree``, which flattens one
+    pytree, not a pytree whose leaves carry leading chain and batch axes.
+    """
+    shapes = jax.eval_shape(model.sample_posterior, jax.random.key(0), x[:1], None).z
+    leaves, treedef = jax.tree.flatten(shapes)
+    event_shapes = [leaf.shape[1:] for leaf in leaves]
+    sizes = [math.prod(shape) for shape in event_shapes]
+
+    def flatten(z, lead: int):
+        parts = jax.tree.leaves(z)
+        return jnp.concatenate([p.reshape(*p.shape[:lead], -1) for p in parts], axis=-1)
+
+    def unflatten(v):
+        parts, offset = [], 0
+        for shape, size in zip(event_shapes, sizes, strict=True):
+            parts.append(v[offset : offset + size].reshape(1, *shape))
+            offset += size
+        return jax.tree.unflatten(treedef, parts)
+
+    return FlatLatents(sum(sizes), flatten, unflatten)
+
+
+def log_joint_fn(model: objectives.LatentModel, flat: FlatLatents) -> Callable:
     """(z ``[D]``, x_b ``[*event]``) -> log p(x_b|z) + log p(z), a scalar."""
 
     def log_joint(z, x_b):
-        log_px_z = decode(z[None]).log_prob(x_b[None])[0]
-        return log_px_z + distributions.std_normal_log_prob(z)
+        z = flat.unflatten(z)
+        return model.decode(z).log_prob(x_b[None])[0] + model.log_prior(z)[0]
 
     return log_joint
 
 
-def _p0_params(x: jax.Array, encode: objectives.Encode | None, latent_dim: int):
-    """``(mean, log_var)`` ``[B, D]`` of p0: q(z|x) from ``encode``, else N(0, I)."""
-    if encode is not None:
-        return encode(x)
-    # The prior is the diagonal Gaussian with zero mean and log-variance: one code path.
-    zeros = jnp.zeros((x.shape[0], latent_dim), jnp.float32)
-    return zeros, zeros
+class _Start(NamedTuple):
+    """p0, the annealing path's start: per-example parameters (a pytree whose leaves lead
+    with B, or None) and ``log_prob(z [D], params of one example)``, a scalar."""
+
+    params: Any
+    log_prob: Callable[[jax.Array, Any], jax.Array]
+
+
+def _require_posterior(model: objectives.LatentModel) -> None:
+    if model.posterior is None:
+        raise ValueError(
+            "start='encoder' needs log q(z|x) at any z (LatentModel.posterior), which this "
+            "model has not (a hierarchical posterior); use start='prior'"
+        )
+
+
+def _start(model: objectives.LatentModel, x: jax.Array, start: str, flat: FlatLatents) -> _Start:
+    """p0 = p(z) (``'prior'``) or q(z|x) (``'encoder'``)."""
+    if start == 'prior':
+        return _Start(None, lambda z, _: model.log_prior(flat.unflatten(z))[0])
+    if start == 'encoder':
+        _require_posterior(model)
+        return _Start(model.posterior(x), lambda z, q: q.log_prob(flat.unflatten(z))[0])
+    raise ValueError(f'start must be one of {STARTS}, got {start!r}')
+
+
+def _start_draws(
+    key: jax.Array,
+    model: objectives.LatentModel,
+    x: jax.Array,
+    start: str,
+    flat: FlatLatents,
+    num_chains: int,
+) -> jax.Array:
+    """``[C, B, D]`` draws of p0 (:func:`_start`)."""
+    batch = x.shape[0]
+    if start == 'encoder':
+        return flat.flatten(model.sample_posterior(key, x, num_chains).z, 2)
+    if model.sample_prior is None:
+        raise ValueError("start='prior' needs draws of p(z) (LatentModel.sample_prior)")
+    z = flat.flatten(model.sample_prior(key, num_chains * batch), 1)
+    return z.reshape(num_chains, batch, flat.size)
 
 
 def adapt_hmc_step_size(
@@ -153,8 +228,7 @@ def _anneal(
     key: jax.Array,
     x: jax.Array,
     z_init: jax.Array,
-    p0_mean: jax.Array,
-    p0_log_var: jax.Array,
+    p0: _Start,
     betas: np.ndarray,
     log_joint: Callable,
     *,
@@ -179,7 +253,7 @@ def _anneal(
 
     Args:
       z_init: ``[C, B, D]`` start states (draws from f_{beta_0}).
-      p0_mean, p0_log_var: ``[B, D]``.
+      p0: the path's start (:func:`_start`); ``log_joint``: :func:`log_joint_fn`'s.
       betas: ``[T + 1]`` static inverse temperatures.
       step_sizes: ``[T, B]``, the HMC step size of every transition and example; with
         ``adapt_step_size`` only ``step_sizes[0]`` is read (the initial size).
@@ -190,10 +264,11 @@ def _anneal(
     """
     num_chains, batch, _ = z_init.shape
 
-    def chain_step(key, z, x_b, mean_b, log_var_b, beta_prev, beta, eps):
+    def chain_step(key, z, x_b, p0_b, beta_prev, beta, eps):
         def log_f(z, beta):
-            g = log_joint(z, x_b) - distributions.diag_gaussian_log_prob(z, mean_b, log_var_b)
-            return distributions.diag_gaussian_log_prob(z, mean_b, log_var_b) + beta * g, g
+            log_p0 = p0.log_prob(z, p0_b)
+            g = log_joint(z, x_b) - log_p0
+            return log_p0 + beta * g, g
 
         # One value-and-grad gives both the weight increment g(z_{t-1}) and a fresh HMC
         # state for the new density: blackjax caches log f and its gradient in the state,
@@ -205,8 +280,8 @@ def _anneal(
 
     # Inner vmap: examples (own data, p0 and step size); outer: chains (shared per example).
     step_all = jax.vmap(
-        jax.vmap(chain_step, in_axes=(0, 0, 0, 0, 0, None, None, 0)),
-        in_axes=(0, 0, None, None, None, None, None, None),
+        jax.vmap(chain_step, in_axes=(0, 0, 0, 0, None, None, 0)),
+        in_axes=(0, 0, None, None, None, None, None),
     )
 
     def body(carry, inputs):
@@ -215,7 +290,7 @@ def _anneal(
         if not adapt_step_size:
             eps = fixed_eps
         keys = jax.random.split(step_key, (num_chains, batch))
-        z, d_log_w, acc = step_all(keys, z, x, p0_mean, p0_log_var, beta_prev, beta, eps)
+        z, d_log_w, acc = step_all(keys, z, x, p0.params, beta_prev, beta, eps)
         acc = jnp.mean(acc, axis=0)
         used = eps
         if adapt_step_size:
@@ -240,31 +315,28 @@ def _anneal(
 def tune_step_sizes(
     key: jax.Array,
     x: jax.Array,
-    p0_mean: jax.Array,
-    p0_log_var: jax.Array,
+    z_init: jax.Array,
+    p0: _Start,
     betas: np.ndarray,
     log_joint: Callable,
     *,
     step_size: float,
     num_leapfrog_steps: int,
-    num_chains: int,
 ) -> jax.Array:
     """A pilot AIS run without weights: the adapted HMC step size of every step, ``[T, B]``.
 
-    Forward along ``betas`` from fresh draws of p0, adapting each example's step size
+    Forward along ``betas`` from ``z_init`` ``[C, B, D]`` (fresh draws of p0, not the
+    weighted chains' starts), adapting each example's step size
     towards 65 % acceptance (:func:`adapt_hmc_step_size`) from its chains' acceptances;
     the pilot's weights are discarded. The weighted runs then use this schedule frozen:
     each of their transitions is a kernel fixed before they start, so their weights stay
     unbiased (Neal 2001 allows any schedule chosen independently of the weighted chains).
     """
-    key_init, key_anneal = jax.random.split(key)
-    z0 = distributions.sample_diag_gaussian(key_init, p0_mean, p0_log_var, num_chains)
     *_, used = _anneal(
-        key_anneal,
+        key,
         x,
-        z0,
-        p0_mean,
-        p0_log_var,
+        z_init,
+        p0,
         betas,
         log_joint,
         step_sizes=jnp.full((x.shape[0],), step_size, jnp.float32),
@@ -291,26 +363,25 @@ def _log_mean_exp(a: jax.Array, axis: int = 0) -> jax.Array:
 def ais_log_likelihood(
     key: jax.Array,
     x: jax.Array,
-    decode: objectives.Decode,
+    model: objectives.LatentModel,
     *,
-    latent_dim: int,
     num_annealing_steps: int,
     num_chains: int,
     step_size: float = 0.05,
     num_leapfrog_steps: int = 10,
-    encode: objectives.Encode | None = None,
+    start: str = 'prior',
     schedule: str = 'sigmoid',
     adapt_step_size: bool = True,
 ) -> dict[str, jax.Array]:
     """Annealed importance sampling estimate of log p(x) (Neal 2001; Wu et al. 2017).
 
-    Geometric path f_t(z) = p0(z) [p(x|z) p(z) / p0(z)]^beta_t from p0 (the prior N(0, I)
-    when ``encode`` is None, else the diagonal Gaussian q(z|x)) to the unnormalised
-    posterior p(x|z) p(z), with T = ``num_annealing_steps`` transitions on ``schedule``
-    (:func:`annealing_schedule`) and one HMC transition (``num_leapfrog_steps`` leapfrog
-    steps) per intermediate density. Each chain's weight exp(log_weights) is an unbiased
-    estimate of p(x), so ``log_px`` is a stochastic lower bound on log p(x) (Jensen); with
-    T = 1 it is plain importance sampling from p0.
+    Geometric path f_t(z) = p0(z) [p(x|z) p(z) / p0(z)]^beta_t from p0 (``start``: the
+    prior p(z), or the encoder's q(z|x)) to the unnormalised posterior p(x|z) p(z), with
+    T = ``num_annealing_steps`` transitions on ``schedule`` (:func:`annealing_schedule`)
+    and one HMC transition (``num_leapfrog_steps`` leapfrog steps) per intermediate
+    density. Each chain's weight exp(log_weights) is an unbiased estimate of p(x), so
+    ``log_px`` is a stochastic lower bound on log p(x) (Jensen); with T = 1 it is plain
+    importance sampling from p0.
 
     ``step_size`` is the HMC step size; with ``adapt_step_size`` it is the initial size of a
     pilot run (:func:`tune_step_sizes`, ``num_chains`` unweighted chains, so about twice
@@ -322,7 +393,8 @@ def ais_log_likelihood(
     Args:
       key: PRNG key.
       x: ``[B, *event_shape]``.
-      latent_dim, num_annealing_steps, num_chains, num_leapfrog_steps: static sizes.
+      model: needs ``sample_prior`` for ``start='prior'``, ``posterior`` for ``'encoder'``.
+      num_annealing_steps, num_chains, num_leapfrog_steps: static sizes.
 
     Returns:
       dict with ``log_px`` ``[B]`` (logmeanexp over chains), ``log_weights``
@@ -331,29 +403,29 @@ def ais_log_likelihood(
     """
     betas = annealing_schedule(num_annealing_steps, schedule)
     key_init, key_anneal, key_pilot = jax.random.split(key, 3)
-    mean, log_var = _p0_params(x, encode, latent_dim)
-    log_joint = log_joint_fn(decode)
+    flat = flat_latents(model, x)
+    p0 = _start(model, x, start, flat)
+    log_joint = log_joint_fn(model, flat)
     if adapt_step_size:
+        key_pilot_init, key_pilot_anneal = jax.random.split(key_pilot)
         step_sizes = tune_step_sizes(
-            key_pilot,
+            key_pilot_anneal,
             x,
-            mean,
-            log_var,
+            _start_draws(key_pilot_init, model, x, start, flat, num_chains),
+            p0,
             betas,
             log_joint,
             step_size=step_size,
             num_leapfrog_steps=num_leapfrog_steps,
-            num_chains=num_chains,
         )
     else:
         step_sizes = jnp.full((num_annealing_steps, x.shape[0]), step_size, jnp.float32)
-    z0 = distributions.sample_diag_gaussian(key_init, mean, log_var, num_chains)
+    z0 = _start_draws(key_init, model, x, start, flat, num_chains)
     log_w, acceptance, _, _ = _anneal(
         key_anneal,
         x,
         z0,
-        mean,
-        log_var,
+        p0,
         betas,
         log_joint,
         step_sizes=step_sizes,
@@ -368,35 +440,31 @@ def ais_log_likelihood(
 
 
 def simulate(
-    key: jax.Array,
-    decode: objectives.Decode,
-    *,
-    latent_dim: int,
-    num_examples: int,
-) -> tuple[jax.Array, jax.Array]:
-    """Exact draws (z*, x) ~ p(z) p(x|z): ``z`` ``[N, D]``, ``x`` ``[N, *event_shape]``.
+    key: jax.Array, model: objectives.LatentModel, *, num_examples: int
+) -> tuple[objectives.Latents, jax.Array]:
+    """Exact draws (z*, x) ~ p(z) p(x|z): ``z`` (leaves ``[N, ...]``), ``x`` ``[N, *event]``.
 
     Bernoulli data are binary draws (float32 0/1), Gaussian data mean + sd * noise. The
     pair makes z* an exact sample from p(z|x), which reverse AIS needs (Grosse et al. 2015).
     """
+    if model.sample_prior is None:
+        raise ValueError('simulating data needs draws of p(z) (LatentModel.sample_prior)')
     key_z, key_x = jax.random.split(key)
-    z = jax.random.normal(key_z, (num_examples, latent_dim), jnp.float32)
-    x = decode(z).sample(key_x)
-    return z, x
+    z = model.sample_prior(key_z, num_examples)
+    return z, model.decode(z).sample(key_x)
 
 
 def bdmc(
     key: jax.Array,
-    decode: objectives.Decode,
+    model: objectives.LatentModel,
     *,
-    latent_dim: int,
     event_shape: tuple[int, ...],
     num_examples: int,
     num_annealing_steps: int,
     num_chains: int,
     step_size: float = 0.05,
     num_leapfrog_steps: int = 10,
-    encode: objectives.Encode | None = None,
+    start: str = 'prior',
     schedule: str = 'sigmoid',
     adapt_step_size: bool = True,
 ) -> dict[str, jax.Array]:
@@ -416,40 +484,41 @@ def bdmc(
 
     Args:
       event_shape: the shape of one x; checked against the decoder's output.
-      num_examples, num_annealing_steps, num_chains, latent_dim: static sizes.
-      encode: optional; if given, p0 = q(z|x) at both ends of the path.
+      num_examples, num_annealing_steps, num_chains: static sizes.
+      start: p0 at both ends of the path, as in :func:`ais_log_likelihood`.
 
     Returns:
-      dict with ``lower``, ``upper`` ``[N]``, ``x`` ``[N, *event_shape]``, ``z`` ``[N, D]``
-      (the exact posterior samples) and ``forward_acceptance``, ``reverse_acceptance`` ``[N]``.
+      dict with ``lower``, ``upper`` ``[N]``, ``x`` ``[N, *event_shape]``, ``z`` (the exact
+      posterior samples, leaves ``[N, ...]``) and ``forward_acceptance``,
+      ``reverse_acceptance`` ``[N]``.
     """
     key_sim, key_fwd, key_rev = jax.random.split(key, 3)
-    z_star, x = simulate(key_sim, decode, latent_dim=latent_dim, num_examples=num_examples)
+    z_star, x = simulate(key_sim, model, num_examples=num_examples)
     if x.shape[1:] != tuple(event_shape):
         raise ValueError(f'decoder gives events of shape {x.shape[1:]}, expected {event_shape}')
-    common = dict(
-        latent_dim=latent_dim,
+    forward = ais_log_likelihood(
+        key_fwd,
+        x,
+        model,
         num_annealing_steps=num_annealing_steps,
         num_chains=num_chains,
         step_size=step_size,
         num_leapfrog_steps=num_leapfrog_steps,
-        encode=encode,
+        start=start,
         schedule=schedule,
         adapt_step_size=adapt_step_size,
     )
-    forward = ais_log_likelihood(key_fwd, x, decode, **common)
-
-    mean, log_var = _p0_params(x, encode, latent_dim)
-    z_init = jnp.broadcast_to(z_star[None], (num_chains, *z_star.shape))
+    flat = flat_latents(model, x)
+    z_flat = flat.flatten(z_star, 1)
+    z_init = jnp.broadcast_to(z_flat[None], (num_chains, *z_flat.shape))
     # The forward pilot's schedule, frozen: reverse weights stay unbiased for 1 / p(x).
     reverse_log_w, reverse_acceptance, _, _ = _anneal(
         key_rev,
         x,
         z_init,
-        mean,
-        log_var,
+        _start(model, x, start, flat),
         annealing_schedule(num_annealing_steps, schedule)[::-1],
-        log_joint_fn(decode),
+        log_joint_fn(model, flat),
         step_sizes=reversed_step_sizes(forward['step_sizes']),
         num_leapfrog_steps=num_leapfrog_steps,
     )
@@ -475,14 +544,13 @@ def _full_gaussian_log_prob(z: jax.Array, mean: jax.Array, chol: jax.Array) -> j
 def hmc_marginal_likelihood(
     key: jax.Array,
     x: jax.Array,
-    decode: objectives.Decode,
+    model: objectives.LatentModel,
     *,
-    latent_dim: int,
     num_posterior_samples: int = 1000,
     num_burnin: int = 500,
     step_size: float = 0.05,
     num_leapfrog_steps: int = 10,
-    encode: objectives.Encode | None = None,
+    start: str = 'prior',
 ) -> jax.Array:
     """Kingma & Welling (2013), Appendix D, "Marginal likelihood estimator" (their Fig. 3).
 
@@ -513,19 +581,26 @@ def hmc_marginal_likelihood(
     Args:
       key: PRNG key.
       x: ``[B, *event_shape]``.
-      latent_dim, num_posterior_samples, num_burnin, num_leapfrog_steps: static sizes.
-      encode: optional; the chain starts at the encoder mean, else at a prior draw.
+      model: any latent structure (the chain runs on the flattened latents, D in all).
+      num_posterior_samples, num_burnin, num_leapfrog_steps: static sizes.
+      start: ``'encoder'``: the chain starts at q(z|x)'s mean (``model.posterior``);
+        ``'prior'``: at a draw of p(z).
 
     Returns:
       ``[B]`` estimates of log p(x).
     """
     batch = x.shape[0]
     key_init, key_burn, key_fit, key_est = jax.random.split(key, 4)
-    if encode is not None:
-        z0, _ = encode(x)
+    flat = flat_latents(model, x)
+    latent_dim = flat.size
+    if start == 'encoder':
+        _require_posterior(model)
+        z0 = flat.flatten(model.posterior(x).mean(), 1)
+    elif start == 'prior':
+        z0 = _start_draws(key_init, model, x, start, flat, 1)[0]
     else:
-        z0 = jax.random.normal(key_init, (batch, latent_dim), jnp.float32)
-    log_joint = log_joint_fn(decode)
+        raise ValueError(f'start must be one of {STARTS}, got {start!r}')
+    log_joint = log_joint_fn(model, flat)
 
     def chain_step(key, state, x_b, eps):
         return hmc_step(key, state, lambda z: log_joint(z, x_b), eps, num_leapfrog_steps)

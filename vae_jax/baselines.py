@@ -135,7 +135,8 @@ def dreams(
 
     Args:
       key: PRNG key, split as :func:`vae_jax.ais.simulate` splits it (z from the first
-        half, x from the second), so both kinds of dream share their z.
+        half, x from the second), so both kinds of dream share their z and ``'sample'``
+        dreams are ``simulate``'s.
       decode: the generative model.
       latent_dim, num_dreams: static sizes D and N.
       dream: ``'sample'``, x ~ p_theta(x|z) by :func:`vae_jax.ais.simulate` (0/1 for
@@ -145,13 +146,13 @@ def dreams(
     Returns:
       ``z`` ``[N, D]`` and ``x`` ``[N, *event_shape]``.
     """
-    if dream == 'sample':
-        return ais.simulate(key, decode, latent_dim=latent_dim, num_examples=num_dreams)
-    if dream != 'relaxed':
+    if dream not in DREAMS:
         raise ValueError(f'dream must be one of {DREAMS}, got {dream!r}')
     key_z, key_x = jax.random.split(key)
     z = jax.random.normal(key_z, (num_dreams, latent_dim), jnp.float32)
     p_x = decode(z)
+    if dream == 'sample':
+        return z, p_x.sample(key_x)
     if not isinstance(p_x, likelihoods.Bernoulli):
         raise ValueError(f"dream='relaxed' relaxes a Bernoulli decoder, got {type(p_x).__name__}")
     logits = p_x.logits
@@ -339,7 +340,9 @@ def hmc_e_step(
       ``(chains, acceptance)``: the updated chains and the acceptance probability of each
       example ``[B]`` (mean over transitions).
     """
-    log_joint = ais.log_joint_fn(decode)
+
+    def log_joint(z, x_b):  # log p(x_b|z) + log p(z) for one chain's z [D].
+        return decode(z[None]).log_prob(x_b[None])[0] + distributions.std_normal_log_prob(z)
 
     def init_one(z, x_b):
         return ais.blackjax_hmc().init(z, lambda z: log_joint(z, x_b))

@@ -62,18 +62,6 @@ DEFAULT_K = {'is': 5000, 'iwae': 5000, 'ais': 16, 'appendix_d': 1000}
 BOUND = {'is': 'lower', 'iwae': 'lower', 'ais': 'lower', 'appendix_d': 'upper'}
 
 
-def _bound_fns(run: train.Run):
-    model, params = run.model, run.params
-
-    def encode(x):
-        return model.apply({'params': params}, x, method=model.encode)
-
-    def decode(z):
-        return model.apply({'params': params}, z, method=model.decode)
-
-    return encode, decode
-
-
 def split_data(run: train.Run, split: str) -> np.ndarray:
     """The split as the model saw it: with the run's fixed binarisation of eval data."""
     streams = train.Streams(run.config.seed)
@@ -179,27 +167,21 @@ def _mcmc_estimate(
     """AIS (with a BDMC sandwich on simulated data) or the Appendix D estimator."""
     from vae_jax import ais  # Deferred: pulls in blackjax.
 
-    encode, decode = _bound_fns(run)
-    if train.algorithm_of(run.config) == 'mcem':
-        encode = None  # Untrained: anneal from the prior, start HMC at a prior draw.
-    common = dict(latent_dim=run.config.latent_dim)
+    lm = models.latent_model(run.model, run.params)
+    # From the encoder where it is trained and its density closed-form; MCEM's is untrained.
+    encoder_start = train.algorithm_of(run.config) != 'mcem' and lm.posterior is not None
+    start = 'encoder' if encoder_start else 'prior'
     if method == 'ais':
         fn = jax.jit(
             lambda xb, kb: ais.ais_log_likelihood(
-                kb,
-                xb,
-                decode,
-                num_annealing_steps=ais_steps,
-                num_chains=num_samples,
-                encode=encode,
-                **common,
+                kb, xb, lm, num_annealing_steps=ais_steps, num_chains=num_samples, start=start
             )
         )
     else:
         fn = jax.jit(
             lambda xb, kb: {
                 'log_px': ais.hmc_marginal_likelihood(
-                    kb, xb, decode, num_posterior_samples=num_samples, encode=encode, **common
+                    kb, xb, lm, num_posterior_samples=num_samples, start=start
                 )
             }
         )
@@ -216,18 +198,18 @@ def _mcmc_estimate(
     if method == 'appendix_d':
         return result
     result['ais_steps'] = ais_steps
+    result['ais_start'] = start
     result['acceptance_rate'] = float(np.mean(out['acceptance_rate']))
     if bdmc_examples > 0:
         sandwich = jax.jit(
             lambda kb: ais.bdmc(
                 kb,
-                decode,
+                lm,
                 event_shape=run.splits.event_shape,
                 num_examples=bdmc_examples,
                 num_annealing_steps=ais_steps,
                 num_chains=num_samples,
-                encode=encode,
-                **common,
+                start=start,
             )
         )(jax.random.fold_in(key, 1))
         lower, upper = np.asarray(sandwich['lower']), np.asarray(sandwich['upper'])
@@ -283,11 +265,6 @@ def evaluate_run(
             x = x[:max_examples]
         batch_size = min(batch_size, x.shape[0])
         key = jax.random.key(seed)
-        if method in ('ais', 'appendix_d') and not models.has_standard_prior(run.model):
-            raise ValueError(
-                f'--method={method} is written for one Gaussian latent layer with the N(0, I) '
-                f'prior; {workdir} holds another model: use --method=is.'
-            )
         # MCEM trains no encoder: nothing that goes through q(z|x) means anything for it.
         has_encoder = train.algorithm_of(run.config) != 'mcem'
         if not has_encoder and method in ('is', 'iwae'):

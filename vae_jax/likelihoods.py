@@ -6,7 +6,8 @@ A decoder maps z ``[..., B, D]`` to one of these, with parameters of shape
 changes. Hand-written (two small classes) because distrax is not a dependency and
 its log-densities would not keep the written-out softplus that makes evaluation
 fast on CPUs (``distributions.softplus``). Both are pytrees (they pass through
-``jit`` and ``vmap``); ``event_ndim`` is static.
+``jit`` and ``vmap``); ``event_ndim`` is static. ``DiagonalGaussian`` also serves as
+a diagonal q(z|x) (``objectives.LatentModel.posterior``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Bernoulli:
 
 @flax.struct.dataclass
 class DiagonalGaussian:
-    """Independent Gaussian pixels with a learned log-variance per pixel."""
+    """Independent Gaussian coordinates: pixels of p(x|z), or the latents of a diagonal q(z|x)."""
 
     loc: jax.Array
     log_var: jax.Array

@@ -454,14 +454,16 @@ def latent_model(model: VAE | HierarchicalVAE, params) -> objectives.LatentModel
     apply = functools.partial(model.apply, {'params': params})
     encode = lambda x: apply(x, method=model.encode)  # noqa: E731
     decode = lambda z: apply(z, method=model.decode)  # noqa: E731
+    sample_prior = lambda key, num: apply(key, num, method=model.sample_prior)  # noqa: E731
     if isinstance(model, HierarchicalVAE):
         return objectives.LatentModel(
             sample_posterior=lambda key, x, k: apply(key, x, k, method=model.sample_posterior),
             log_prior=lambda z: apply(z, method=model.log_prior),
             decode=decode,
+            sample_prior=sample_prior,
         )
     if not model.num_pseudo_inputs:
-        return objectives.gaussian_latent_model(encode, decode)
+        return objectives.gaussian_latent_model(encode, decode, model.encoder.latent_dim)
 
     def sample_posterior(key, x, num_samples):
         mean, log_var = encode(x)
@@ -469,7 +471,11 @@ def latent_model(model: VAE | HierarchicalVAE, params) -> objectives.LatentModel
         return objectives.PosteriorDraws(z, log_q, None)  # No closed-form KL to a mixture.
 
     return objectives.LatentModel(
-        sample_posterior, lambda z: apply(z, method=model.log_prior), decode
+        sample_posterior,
+        lambda z: apply(z, method=model.log_prior),
+        decode,
+        sample_prior=sample_prior,
+        posterior=lambda x: likelihoods.DiagonalGaussian(*encode(x)),
     )
 
 

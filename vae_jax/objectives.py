@@ -53,18 +53,29 @@ class LatentModel(NamedTuple):
       decode: ``z -> p(x|z)``, a distribution of :mod:`vae_jax.likelihoods`.
       analytic_kl: whether ``sample_posterior`` gives the KL in closed form
         (estimator B possible); estimator A needs only the draws.
+      sample_prior: ``(key, N) -> z`` (leaves ``[N, ...]``), draws of p(z): for AIS and
+        BDMC from the prior, and for generating. None where the model cannot.
+      posterior: ``x -> q(z|x)`` as a distribution object whose ``log_prob(z)`` takes any
+        z (leaves ``[..., B, ...]``) and whose arrays lead with B: needed only by AIS and
+        BDMC annealing from q(z|x) and by the Appendix D chain's start. None where
+        log q(z|x) has no closed form at arbitrary z (the hierarchical posterior).
     """
 
     sample_posterior: Callable[[jax.Array, jax.Array, int | None], PosteriorDraws]
     log_prior: Callable[[Latents], jax.Array]
     decode: Decode
     analytic_kl: bool = False
+    sample_prior: Callable[[jax.Array, int], Latents] | None = None
+    posterior: Callable[[jax.Array], Any] | None = None
 
 
-def gaussian_latent_model(encode: Encode, decode: Decode) -> LatentModel:
+def gaussian_latent_model(
+    encode: Encode, decode: Decode, latent_dim: int | None = None
+) -> LatentModel:
     """The VAE of Kingma & Welling: q(z|x) = N(encode(x)), p(z) = N(0, I), closed-form KL.
 
     ``encode(x) -> (mean, log_var)``, each ``[B, D]``; ``decode(z)`` for ``z`` ``[..., B, D]``.
+    ``latent_dim`` = D gives the model ``sample_prior`` (AIS from the prior needs it).
     """
 
     def sample_posterior(key, x, num_samples):
@@ -72,8 +83,16 @@ def gaussian_latent_model(encode: Encode, decode: Decode) -> LatentModel:
         z, log_q = distributions.sample_diag_gaussian_with_log_prob(key, mean, log_var, num_samples)
         return PosteriorDraws(z, log_q, distributions.gaussian_kl_to_std_normal(mean, log_var))
 
+    def sample_prior(key, num):
+        return jax.random.normal(key, (num, latent_dim), jnp.float32)
+
     return LatentModel(
-        sample_posterior, distributions.std_normal_log_prob, decode, analytic_kl=True
+        sample_posterior,
+        distributions.std_normal_log_prob,
+        decode,
+        analytic_kl=True,
+        sample_prior=None if latent_dim is None else sample_prior,
+        posterior=lambda x: likelihoods.DiagonalGaussian(*encode(x)),
     )
 
 

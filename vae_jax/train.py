@@ -467,12 +467,10 @@ def make_ais_log_px(model: models.VAE, config: ml_collections.ConfigDict) -> Cal
     """
 
     def log_px(params, x, key):
-        decode = functools.partial(model.apply, {'params': params}, method=model.decode)
         return ais.ais_log_likelihood(
             key,
             x,
-            decode,
-            latent_dim=config.latent_dim,
+            models.latent_model(model, params),
             num_annealing_steps=config.eval_ais_steps,
             num_chains=config.eval_ais_chains,
         )['log_px']

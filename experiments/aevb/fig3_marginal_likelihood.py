@@ -24,7 +24,7 @@ from matplotlib.ticker import NullFormatter
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from vae_jax import ais, train  # noqa: E402
+from vae_jax import ais, models, train  # noqa: E402
 
 ALGORITHMS = ('aevb', 'wake_sleep', 'mcem')
 STYLE = {
@@ -48,14 +48,10 @@ def appendix_d(run: train.Run, x: np.ndarray, scale: common.Scale, seed: int) ->
         model = run.model
 
         def estimate(params, key, xb):
-            def decode(z):
-                return model.apply({'params': params}, z, method=model.decode)
-
             return ais.hmc_marginal_likelihood(
                 key,
                 xb,
-                decode,
-                latent_dim=run.config.latent_dim,
+                models.latent_model(model, params),
                 num_posterior_samples=scale.fig3_posterior_samples,
                 num_burnin=scale.fig3_burnin,
             )
