@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import fit_elbo, tiny_config
 
-from vae_jax import ais, configuration, estimators, evaluate, models, objectives, train
+from vae_jax import ais, appendix_d, configuration, estimators, evaluate, models, objectives, train
 
 EVENT = (6,)
 GRID = jnp.linspace(-8.0, 8.0, 321)
@@ -117,7 +117,9 @@ def test_ais_bdmc_and_appendix_d_reach_the_exact_log_likelihood(tiny_model, star
     assert np.mean(sandwich['upper'] - exact_sim) > -0.07
     assert abs(np.mean(sandwich['upper'] - sandwich['lower'])) < 0.1
 
-    app_d = ais.hmc_marginal_likelihood(jax.random.key(20), x, lm, num_burnin=300, start=start)
+    app_d = appendix_d.hmc_marginal_likelihood(
+        jax.random.key(20), x, lm, num_burnin=300, start=start
+    )
     np.testing.assert_allclose(np.asarray(app_d), exact, atol=0.08)
 
 

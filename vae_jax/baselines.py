@@ -54,7 +54,7 @@ leapfrog steps on p_theta(z|x), started from each example's persistent sample z_
 step sizes adapted towards 90 % acceptance) followed by 5 gradient steps on
 :func:`mcem_loss`, the mean of log p_theta(x|z) + log p(z) at the acquired sample. The
 paper does not say how its step size was tuned; we use the multiplicative rule of
-:func:`vae_jax.ais.adapt_hmc_step_size` with target 0.9, either on one step size shared
+:func:`vae_jax.hmc.adapt_hmc_step_size` with target 0.9, either on one step size shared
 by all chains and adapted at every E-step from the batch's mean acceptance (``'shared'``),
 or on each chain's own step size (``'per_example'``). A chain is visited once per epoch,
 so per-example sizes move by at most 2 % per epoch and the acceptance is mostly what the
@@ -70,7 +70,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vae_jax import ais, distributions, likelihoods, objectives
+from vae_jax import distributions, hmc, likelihoods, objectives
 
 STEP_SIZE_ADAPTATIONS = ('shared', 'per_example')
 # What a sleep-phase dream x is, given its z ~ p(z): 'sample', an exact draw
@@ -317,10 +317,10 @@ def hmc_e_step(
 ) -> tuple[MCEMChains, jax.Array]:
     """MCEM's E-step: HMC on p_theta(z|x) ∝ p_theta(x|z) p(z) for each example of a batch.
 
-    Each of ``num_transitions`` blackjax HMC transitions (:func:`vae_jax.ais.hmc_step`:
+    Each of ``num_transitions`` blackjax HMC transitions (:func:`vae_jax.hmc.hmc_step`:
     ``num_leapfrog_steps`` leapfrog steps, identity mass matrix, step size jittered by
     +-20 %) leaves p_theta(z|x) invariant; after each, the step size is adapted towards
-    ``target_acceptance`` (:func:`vae_jax.ais.adapt_hmc_step_size`): with
+    ``target_acceptance`` (:func:`vae_jax.hmc.adapt_hmc_step_size`): with
     ``step_size_adaptation='shared'`` one size for all chains (the batch's entries must be
     equal; all get the new value) from the batch's mean acceptance, with ``'per_example'``
     each chain's own from its own acceptance. The step of a transition depends only on
@@ -345,10 +345,10 @@ def hmc_e_step(
         return decode(z[None]).log_prob(x_b[None])[0] + distributions.std_normal_log_prob(z)
 
     def init_one(z, x_b):
-        return ais.blackjax_hmc().init(z, lambda z: log_joint(z, x_b))
+        return hmc.blackjax_hmc().init(z, lambda z: log_joint(z, x_b))
 
     def step_one(key, state, x_b, eps):
-        state, info = ais.hmc_step(key, state, lambda z: log_joint(z, x_b), eps, num_leapfrog_steps)
+        state, info = hmc.hmc_step(key, state, lambda z: log_joint(z, x_b), eps, num_leapfrog_steps)
         return state, info.acceptance_rate
 
     step_all = jax.vmap(step_one)  # over examples
@@ -357,10 +357,10 @@ def hmc_e_step(
         state, eps, avg = carry
         state, acc = step_all(jax.random.split(step_key, x.shape[0]), state, x, eps)
         if step_size_adaptation == 'shared':
-            eps_0, avg_0 = ais.adapt_hmc_step_size(eps[0], avg[0], jnp.mean(acc), target_acceptance)
+            eps_0, avg_0 = hmc.adapt_hmc_step_size(eps[0], avg[0], jnp.mean(acc), target_acceptance)
             eps, avg = jnp.full_like(eps, eps_0), jnp.full_like(avg, avg_0)
         else:
-            eps, avg = ais.adapt_hmc_step_size(eps, avg, acc, target_acceptance)
+            eps, avg = hmc.adapt_hmc_step_size(eps, avg, acc, target_acceptance)
         return (state, eps, avg), acc
 
     if step_size_adaptation not in STEP_SIZE_ADAPTATIONS:

@@ -165,7 +165,7 @@ def _mcmc_estimate(
     bdmc_examples: int,
 ) -> dict[str, Any]:
     """AIS (with a BDMC sandwich on simulated data) or the Appendix D estimator."""
-    from vae_jax import ais  # Deferred: pulls in blackjax.
+    from vae_jax import ais, appendix_d  # Deferred: pulls in blackjax.
 
     lm = models.latent_model(run.model, run.params)
     # From the encoder where it is trained and its density closed-form; MCEM's is untrained.
@@ -180,7 +180,7 @@ def _mcmc_estimate(
     else:
         fn = jax.jit(
             lambda xb, kb: {
-                'log_px': ais.hmc_marginal_likelihood(
+                'log_px': appendix_d.hmc_marginal_likelihood(
                     kb, xb, lm, num_posterior_samples=num_samples, start=start
                 )
             }

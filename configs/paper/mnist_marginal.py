@@ -8,7 +8,7 @@ The text after ':' is the training-set size N_train (Fig. 3: 1,000 and 50,000).
 Sec. 5: "this time with 100 hidden units, and 3 latent variables; for higher
 dimensional latent space the estimates became unreliable". The marginal
 likelihood itself is estimated with App. D's estimator
-(`vae_jax.ais.hmc_marginal_likelihood`, `--method=appendix_d` of `vae_jax.evaluate`).
+(`vae_jax.appendix_d.hmc_marginal_likelihood`, `--method=appendix_d` of `vae_jax.evaluate`).
 """
 
 from configs.paper import mnist

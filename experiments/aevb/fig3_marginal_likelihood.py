@@ -6,7 +6,7 @@ MNIST, N_z = 3, 100 hidden units (configs/paper/mnist_marginal.py), for each
 training-set size N_train: AEVB, wake-sleep and Monte Carlo EM are trained, and
 at several points of training log p(x) is estimated on the first examples of
 the training and test sets with the paper's Appendix D estimator
-(`vae_jax.ais.hmc_marginal_likelihood`: HMC posterior samples, a Gaussian fitted
+(`vae_jax.appendix_d.hmc_marginal_likelihood`: HMC posterior samples, a Gaussian fitted
 to them, a harmonic-mean-type estimate). Every algorithm is estimated the same
 way, from chains started at a prior draw (MCEM has no encoder). Writes
 fig3_marginal_likelihood.png and .csv to --out.
@@ -24,7 +24,8 @@ from matplotlib.ticker import NullFormatter
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from vae_jax import ais, models, train  # noqa: E402
+from vae_jax import models, train  # noqa: E402
+from vae_jax.appendix_d import hmc_marginal_likelihood  # noqa: E402
 
 ALGORITHMS = ('aevb', 'wake_sleep', 'mcem')
 STYLE = {
@@ -48,7 +49,7 @@ def appendix_d(run: train.Run, x: np.ndarray, scale: common.Scale, seed: int) ->
         model = run.model
 
         def estimate(params, key, xb):
-            return ais.hmc_marginal_likelihood(
+            return hmc_marginal_likelihood(
                 key,
                 xb,
                 models.latent_model(model, params),
