@@ -356,6 +356,20 @@ def test_shape_mismatch_between_checkpoint_and_data_is_named(tmp_path):
     assert 'step 4' in msg and '(6, 32) in the checkpoint, (8, 32) now' in msg, msg
 
 
+def test_a_config_from_an_earlier_version_is_refused_not_guessed(tmp_path):
+    """A stored config without a field this version has is not filled in with a guess."""
+    config = tiny_config(num_steps=5)
+    checkpointing.write_or_check_config(config, str(tmp_path))
+    path = tmp_path / checkpointing.CONFIG_FILE
+    stored = json.loads(path.read_text())
+    del stored['precision']['train']
+    path.write_text(json.dumps(stored))
+    with pytest.raises(checkpointing.WorkdirConflictError) as err:
+        checkpointing.write_or_check_config(config, str(tmp_path))
+    msg = str(err.value)
+    assert "precision.train: absent -> 'default'" in msg and 'earlier version' in msg, msg
+
+
 def test_changed_model_on_resume_is_refused_with_fields(tmp_path):
     config = tiny_config(num_steps=5)
     checkpointing.write_or_check_config(config, str(tmp_path))

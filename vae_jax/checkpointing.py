@@ -77,38 +77,6 @@ RESUME_SAFE_FIELDS = frozenset(
     }
 )
 
-# Fields added to the config after runs may have started, with the value a stored config
-# without them implies: those runs were AEVB runs, and the baselines' own settings (the
-# `mcem` section) did not affect them.
-# Fields added after runs were first written, with the value that means what those
-# runs did; a stored config.json without them reads as if it had these values.
-_IMPLIED_WHEN_ABSENT = {
-    'algorithm': 'aevb',
-    'model.init_std': None,
-    'num_train_examples': None,
-    'eval_max_examples': 0,
-    'eval_test_during_training': False,
-    'nonfinite': 'stop',
-    'data_parallel': False,
-    # Before these fields the Gaussian decoder's mean always went through a sigmoid.
-    'model.gaussian_mean': 'sigmoid',
-    'model.min_log_var': None,
-    'optimizer.num_stages': 8,
-    'optimizer.stage_steps': 1000,
-    'optimizer.stage_growth': 3,
-    'optimizer.stage_decay': 0.1,
-    'optimizer.b1': 0.9,
-    'optimizer.b2': 0.999,
-    'optimizer.eps': 1e-8,
-    'precision.train': 'default',
-    'precision.eval': 'float32',
-    'model.upper_latent_dims': [],
-    'model.upper_hidden_dims': [],
-    'model.prior': 'standard_normal',
-    'model.num_pseudo_inputs': 500,
-}
-_IGNORED_WHEN_ABSENT_PREFIXES = ('mcem.',)
-
 
 class WorkdirConflictError(ValueError):
     """The workdir holds a run with a different config."""
@@ -148,22 +116,27 @@ def write_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> No
         with open(path) as f:
             old = json.load(f)
         old_flat, new_flat = _flatten(old), _flatten(new)
-        for k, v in _IMPLIED_WHEN_ABSENT.items():
-            old_flat.setdefault(k, v)
-        if 'algorithm' not in _flatten(old):  # Written before the baselines existed.
-            for k in new_flat:
-                if k.startswith(_IGNORED_WHEN_ABSENT_PREFIXES):
-                    old_flat.setdefault(k, new_flat[k])
         changed = sorted(
             k
             for k in set(old_flat) | set(new_flat)
             if old_flat.get(k) != new_flat.get(k) and k not in RESUME_SAFE_FIELDS
         )
         if changed:
-            diffs = '; '.join(f'{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}' for k in changed)
+            diffs = '; '.join(
+                f'{k}: {old_flat[k]!r} -> {new_flat.get(k)!r}'
+                if k in old_flat
+                else f'{k}: absent -> {new_flat.get(k)!r}'
+                for k in changed
+            )
+            hint = (
+                ' (a field absent from the stored config means an earlier version of vae_jax '
+                'wrote it; this version resumes only its own runs)'
+                if any(k not in old_flat for k in changed)
+                else ''
+            )
             raise WorkdirConflictError(
-                f'{workdir} holds a run with a different config ({diffs}). Use a new --workdir, '
-                'or restore those values to resume.'
+                f'{workdir} holds a run with a different config ({diffs}){hint}. Use a new '
+                '--workdir, or restore those values to resume.'
             )
     _write_atomically(path, json.dumps(new, indent=2, sort_keys=True))
 
@@ -183,17 +156,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     if not os.path.exists(path):
         raise FileNotFoundError(f'no {CONFIG_FILE} in {workdir}: is it the --workdir of a run?')
     with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    for field, value in _IMPLIED_WHEN_ABSENT.items():
-        *parents, last = field.split('.')
-        target = config
-        for p in parents:
-            if p not in target:
-                target[p] = ml_collections.ConfigDict()
-            target = target[p]
-        if last not in target:
-            target[last] = value
-    return config
+        return ml_collections.ConfigDict(json.load(f))
 
 
 @contextlib.contextmanager
