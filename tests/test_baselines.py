@@ -476,17 +476,3 @@ def test_bad_mcem_settings_name_the_field():
         configuration.validate(tiny_config(**{'mcem.step_size_adaptation': 'global'}))
     with pytest.raises(configuration.ConfigError, match='config.eval_ais_steps must be > 0'):
         configuration.validate(tiny_config(eval_ais_steps=0))
-
-
-def test_runs_stored_before_the_algorithm_field_still_resume(tmp_path):
-    """A config.json without `algorithm` and `mcem` (an older AEVB run) is accepted."""
-    config = tiny_config()
-    checkpointing.write_or_check_config(config, str(tmp_path))
-    path = tmp_path / checkpointing.CONFIG_FILE
-    stored = json.loads(path.read_text())
-    del stored['algorithm'], stored['mcem']
-    path.write_text(json.dumps(stored))
-    checkpointing.write_or_check_config(config, str(tmp_path))  # No conflict.
-    path.write_text(json.dumps(stored))
-    with pytest.raises(checkpointing.WorkdirConflictError, match="algorithm: 'aevb' -> 'mcem'"):
-        checkpointing.write_or_check_config(tiny_config(algorithm='mcem'), str(tmp_path))

@@ -1,7 +1,5 @@
 """The optimizer chain: the stage schedule (Burda et al. 2016), Adam's fields, precision."""
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +8,7 @@ import pytest
 from helpers import tiny_config
 
 from configs.paper.iwae import mnist as iwae_mnist
-from vae_jax import checkpointing, configuration, models, optimizers, train
+from vae_jax import configuration, models, optimizers, train
 
 
 def test_burda_schedule_rates_at_stage_boundaries():
@@ -95,19 +93,6 @@ def test_bad_optimizer_fields_are_refused_by_name(field, value):
 def test_bad_precision_is_refused_by_name():
     with pytest.raises(configuration.ConfigError, match='config.precision.eval'):
         configuration.validate(tiny_config(**{'precision.eval': 'highest'}))
-
-
-def test_configs_stored_before_the_new_fields_read_with_their_defaults(tmp_path):
-    config = tiny_config()
-    stored = checkpointing.config_to_dict(config)
-    for field in ('b1', 'b2', 'eps', 'num_stages', 'stage_steps', 'stage_growth', 'stage_decay'):
-        del stored['optimizer'][field]
-    del stored['precision']
-    (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(stored))
-    read = checkpointing.read_config(str(tmp_path))
-    assert read.optimizer.b1 == 0.9 and read.optimizer.eps == 1e-8
-    assert read.precision.train == 'default' and read.precision.eval == 'float32'
-    checkpointing.write_or_check_config(config, str(tmp_path))  # Same run: no conflict.
 
 
 def test_precision_reaches_the_compiled_step_and_evaluation():

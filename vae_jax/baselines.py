@@ -28,7 +28,7 @@ MNIST (784-500-20, 3,000 steps, test ELBO / KL): 0/1 draws -142.0 / 13.4, means
 -249.5 / 131.5 (KL exploding), relaxed tau = 0.25 -148.1 / 22.4, tau = 0.5 -146.9 / 30.2,
 tau = 1 -158.1 / 53.5. A Gaussian decoder's data are continuous and its draws
 mean + sd * noise look like them: ``'sample'``. :func:`dream_for` makes this choice;
-``train.make_loss_fn`` calls it with what it knows of the data.
+``algorithms.wake_sleep_loss`` calls it with what it knows of the data.
 
 :func:`wake_sleep_loss` sums both with stop-gradients placed so that one ``jax.grad`` gives
 each parameter set its own phase's gradient (see there). The ELBO of the batch (analytic

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from vae_jax import baselines, likelihoods, models, objectives
+from vae_jax import algorithms, baselines, likelihoods, models, objectives
 
 OPTIMIZERS = ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'stages')
 BINARIZATIONS = ('none', 'static', 'dynamic')
 PLACEMENTS = ('auto', 'device', 'host')
 # Training algorithms: Kingma & Welling's AEVB and their Sec. 5 baselines (vae_jax/baselines.py).
-ALGORITHMS = ('aevb', 'wake_sleep', 'mcem')
+ALGORITHMS = tuple(algorithms.ALGORITHMS)
 # What a non-finite loss, term or gradient does (vae_jax/train.py).
 NONFINITE = ('stop', 'skip')
 # jax.default_matmul_precision values for config.precision.train / .eval.
@@ -82,7 +82,7 @@ def _positive_ints(values: Sequence) -> bool:
 
 def _aevb_with_monte_carlo_kl(config: ml_collections.ConfigDict, model: str) -> None:
     """Models other than one Gaussian layer with N(0, I): AEVB only, no closed-form KL."""
-    if config.algorithm != 'aevb':
+    if not algorithms.of(config).any_model:
         raise ConfigError(
             f'config.algorithm={config.algorithm!r} is written for one Gaussian latent layer '
             f'with the N(0, I) prior; {model} trains with --config.algorithm=aevb.'
@@ -228,12 +228,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     data_parallel = config.get('data_parallel', False)  # Absent from older stored configs.
     if not isinstance(data_parallel, bool):
         raise ConfigError(f'config.data_parallel must be True or False, got {data_parallel!r}.')
-    if data_parallel and config.algorithm == 'mcem':
+    if data_parallel and algorithms.of(config).per_example_state:
         raise ConfigError(
-            'config.data_parallel=True does not apply to algorithm=mcem (its per-example '
-            'chains live on one device); set --config.data_parallel=False.'
+            f'config.data_parallel=True does not apply to algorithm={config.algorithm} (its '
+            'per-example state lives on one device); set --config.data_parallel=False.'
         )
-    if config.algorithm != 'aevb':
+    if not algorithms.of(config).uses_objective:
         # The baselines have objectives of their own; AEVB's settings would be ignored silently.
         for field, aevb_only in (
             ('objective', 'elbo'),

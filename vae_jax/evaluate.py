@@ -52,7 +52,16 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from vae_jax import configuration, data, diagnostics, estimators, models, objectives, train
+from vae_jax import (
+    algorithms,
+    configuration,
+    data,
+    diagnostics,
+    estimators,
+    models,
+    objectives,
+    train,
+)
 
 METHODS = ('is', 'iwae', 'ais', 'appendix_d')
 # K when --num_importance_samples is not given: the community's IS standard, and
@@ -169,7 +178,7 @@ def _mcmc_estimate(
 
     lm = models.latent_model(run.model, run.params)
     # From the encoder where it is trained and its density closed-form; MCEM's is untrained.
-    encoder_start = train.algorithm_of(run.config) != 'mcem' and lm.posterior is not None
+    encoder_start = algorithms.of(run.config).trains_encoder and lm.posterior is not None
     start = 'encoder' if encoder_start else 'prior'
     if method == 'ais':
         fn = jax.jit(
@@ -266,7 +275,7 @@ def evaluate_run(
         batch_size = min(batch_size, x.shape[0])
         key = jax.random.key(seed)
         # MCEM trains no encoder: nothing that goes through q(z|x) means anything for it.
-        has_encoder = train.algorithm_of(run.config) != 'mcem'
+        has_encoder = algorithms.of(run.config).trains_encoder
         if not has_encoder and method in ('is', 'iwae'):
             raise ValueError(
                 f'{workdir} was trained with algorithm=mcem, which trains no encoder to propose '

@@ -5,13 +5,11 @@ noise for L samples of z per example, take a gradient step on the SGVB
 estimate of the bound. Every random number is derived from (config.seed,
 step), never from process history, so a resumed run continues exactly.
 
-``config.algorithm`` selects the paper's Sec. 5 baselines instead
-(:mod:`vae_jax.baselines`), on the same networks and loop: ``'wake_sleep'``
-takes one step on the wake and sleep terms; ``'mcem'`` runs an HMC E-step on
-the minibatch's persistent posterior samples (``MCEMTrainState.mcmc``, one per
-training example, selected by the batch's example indices) and then
-``config.mcem.num_weight_updates`` decoder updates. MCEM trains no encoder, so
-its final evaluation reports log p(x) by AIS from the prior and no ELBO.
+``config.algorithm`` selects the paper's Sec. 5 baselines instead, on the same
+networks and loop; each algorithm's state and update are a row of
+:mod:`vae_jax.algorithms`, which this loop asks, never the algorithm's name. MCEM
+trains no encoder, so its final evaluation reports log p(x) by AIS from the prior and
+no ELBO.
 
 Reliability (docs/reliability.md, "Resuming, pre-emption and errors"): SIGTERM or SIGINT during the
 loop saves a checkpoint at the current step and raises ``TrainingInterrupted``; a
@@ -32,17 +30,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 
 from vae_jax import (
     ais,
-    baselines,
+    algorithms,
     checkpointing,
     configuration,
     data,
@@ -56,36 +52,7 @@ from vae_jax import (
 )
 
 Params = Any
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything that changes during training; saved in every checkpoint."""
-
-    step: jax.Array
-    params: Params
-    opt_state: optax.OptState
-
-
-@flax.struct.dataclass
-class MCEMTrainState(TrainState):
-    """algorithm='mcem': also each training example's chain (posterior sample z_n ``[N, D]``).
-
-    A subclass, not an optional field, so that the checkpoints of the other algorithms keep
-    the structure they had before MCEM existed and older runs still resume.
-    """
-
-    mcmc: baselines.MCEMChains
-
-
-def algorithm_of(config: ml_collections.ConfigDict) -> str:
-    """``config.algorithm``; 'aevb' for configs stored before the field existed."""
-    return config.get('algorithm', 'aevb')
-
-
-def nonfinite_of(config: ml_collections.ConfigDict) -> str:
-    """``config.nonfinite``; 'stop' for configs stored before the field existed."""
-    return config.get('nonfinite', 'stop')
+TrainState = algorithms.TrainState  # The state of every algorithm (vae_jax.algorithms).
 
 
 class TrainingInterrupted(Exception):  # noqa: N818 (not an error: the run stopped on request)
@@ -176,133 +143,12 @@ def init_state(
     upper = tuple(config.model.upper_latent_dims)
     top = upper[-1] if upper else config.latent_dim  # What the model's init decodes from.
     params = models.init_params(model, streams.init, event_shape, top)
-    step = jnp.zeros((), jnp.int32)
-    if algorithm_of(config) != 'mcem':
-        return TrainState(step=step, params=params, opt_state=tx.init(params))
-    if num_train is None:
-        raise ValueError('algorithm=mcem keeps one sample per training example: pass num_train')
-    mcmc = baselines.init_mcem_chains(
-        jax.random.fold_in(streams.init, 1),
-        num_train,
-        config.latent_dim,
-        step_size=config.mcem.initial_step_size,
-        target_acceptance=config.mcem.target_acceptance,
+    return algorithms.of(config).init(
+        config, params, tx.init(params), jax.random.fold_in(streams.init, 1), num_train
     )
-    return MCEMTrainState(step=step, params=params, opt_state=tx.init(params), mcmc=mcmc)
 
 
 # --------------------------------------------------------------------------- the step
-
-
-def make_loss_fn(
-    model: models.VAE, config: ml_collections.ConfigDict, *, binary_data: bool
-) -> Callable:
-    """loss(params, x, key) -> (mean negative objective, per-batch mean terms).
-
-    For AEVB the SGVB / IWAE objective; for wake-sleep the wake + sleep loss, whose
-    gradient is the wake gradient for the decoder and the sleep gradient for the encoder.
-
-    Args:
-      model, config: the run's.
-      binary_data: whether the training data are 0/1 as loaded (``data.Splits.binary``).
-        Wake-sleep only: with ``config.binarization='none'`` and grey-level data the
-        encoder is fed grey levels, so the sleep phase dreams relaxed (grey) Bernoulli
-        draws rather than 0/1 draws (``baselines.dream_for``). Required, so that no
-        caller gets 0/1 dreams on grey data by forgetting it.
-    """
-    wake_sleep = algorithm_of(config) == 'wake_sleep'
-    # The encoder sees 0/1 values when the data are binary or binarised (static or
-    # dynamic); grey levels otherwise. The sleep phase's dreams must look the same.
-    grey_inputs = config.binarization == 'none' and not binary_data
-    dream = baselines.dream_for(config.likelihood, grey_inputs=grey_inputs)
-
-    def loss_fn(params, x, key):
-        if wake_sleep:
-            encode = functools.partial(model.apply, {'params': params}, method=model.encode)
-            decode = functools.partial(model.apply, {'params': params}, method=model.decode)
-            return baselines.wake_sleep_loss(key, x, encode, decode, dream=dream)
-        terms = objectives.compute(
-            key,
-            x,
-            models.latent_model(model, params),
-            objective=config.objective,
-            num_samples=config.num_samples,
-            kl_estimator=config.kl_estimator,
-            beta=config.beta,
-        )
-        means = {k: jnp.mean(v) for k, v in terms.items()}
-        return -means['objective'], means
-
-    return loss_fn
-
-
-def _gradient_update(model, tx, config, *, binary_data: bool) -> Callable:
-    """update(state, x, key, idx) -> (state, metrics): one step on ``make_loss_fn``."""
-    loss_fn = make_loss_fn(model, config, binary_data=binary_data)
-
-    def update(state: TrainState, x: jax.Array, key: jax.Array, idx):
-        del idx  # Every example is treated alike.
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, x, key)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics['grad_norm'] = optax.tree.norm(grads)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-    return update
-
-
-def _mcem_update(model, tx, config) -> Callable:
-    """update(state, x, key, idx) -> (state, metrics): one Monte Carlo EM iteration.
-
-    E-step: ``baselines.hmc_e_step`` on the chains of the batch's examples ``idx``; M-step:
-    ``config.mcem.num_weight_updates`` optimizer steps on ``baselines.mcem_loss`` at the
-    acquired sample (decoder gradients only; the encoder's are zero). The metrics are
-    those of the first M-step update, i.e. log p(x, z) at the new sample before the
-    parameters move, plus the E-step's mean acceptance and step size.
-    """
-    mc = config.mcem
-
-    def decoder(params):
-        return functools.partial(model.apply, {'params': params}, method=model.decode)
-
-    def loss_fn(params, x, z):
-        return baselines.mcem_loss(x, z, decoder(params))
-
-    def update(state: TrainState, x: jax.Array, key: jax.Array, idx):
-        if idx is None:
-            raise ValueError("algorithm=mcem needs the batch's example indices: step(..., idx)")
-        chains = baselines.gather_chains(state.mcmc, idx)
-        chains, acceptance = baselines.hmc_e_step(
-            key,
-            x,
-            chains,
-            decoder(state.params),
-            num_leapfrog_steps=mc.num_leapfrog_steps,
-            num_transitions=mc.num_transitions,
-            target_acceptance=mc.target_acceptance,
-            step_size_adaptation=mc.step_size_adaptation,
-        )
-
-        def weight_update(carry, _):
-            params, opt_state = carry
-            grads, terms = jax.grad(loss_fn, has_aux=True)(params, x, chains.z)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            terms['grad_norm'] = optax.tree.norm(grads)
-            return (optax.apply_updates(params, updates), opt_state), terms
-
-        (params, opt_state), terms = jax.lax.scan(
-            weight_update, (state.params, state.opt_state), length=mc.num_weight_updates
-        )
-        metrics = {k: v[0] for k, v in terms.items()}  # The first update's: before the M-step.
-        metrics['acceptance_rate'] = jnp.mean(acceptance)
-        metrics['step_size'] = jnp.mean(chains.step_size)
-        mcmc = baselines.scatter_chains(
-            state.mcmc, idx, chains, step_size_adaptation=mc.step_size_adaptation
-        )
-        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, mcmc=mcmc)
-        return new, metrics
-
-    return update
 
 
 def _all_finite(tree) -> jax.Array:
@@ -318,8 +164,8 @@ def _skip_nonfinite(update: Callable) -> Callable:
     skipped step stay as computed (non-finite) and are left out of the logged means.
     """
 
-    def guarded(state: TrainState, x: jax.Array, key: jax.Array, idx):
-        new, metrics = update(state, x, key, idx)
+    def guarded(state: TrainState, batch: algorithms.Batch, key: jax.Array):
+        new, metrics = update(state, batch, key)
         ok = _all_finite(metrics) & _all_finite(new.params)
         kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
         metrics['skipped'] = jnp.where(ok, 0.0, 1.0).astype(jnp.float32)
@@ -347,13 +193,10 @@ def make_train_step(model, tx, config, *, binary_data: bool) -> Callable:
     ``idx`` ``[M]`` are the batch's indices in the training set; only
     ``config.algorithm='mcem'`` reads them (to find each example's chain).
     ``binary_data``: whether the training data are 0/1 as loaded
-    (``data.Splits.binary``); wake-sleep's dreams follow it (``make_loss_fn``).
+    (``data.Splits.binary``); wake-sleep's dreams follow it (``algorithms.wake_sleep_loss``).
     """
-    if algorithm_of(config) == 'mcem':
-        update = _mcem_update(model, tx, config)
-    else:
-        update = _gradient_update(model, tx, config, binary_data=binary_data)
-    if nonfinite_of(config) == 'skip':
+    update = algorithms.of(config).make_update(model, tx, config, binary_data=binary_data)
+    if config.nonfinite == 'skip':
         update = _skip_nonfinite(update)
     dynamic = config.binarization == 'dynamic'
 
@@ -362,7 +205,8 @@ def make_train_step(model, tx, config, *, binary_data: bool) -> Callable:
         bin_key, z_key = jax.random.split(step_key)
         if dynamic:
             x = data.binarize(bin_key, x)
-        return update(state, x, z_key, idx)
+        batch = {'x': x} if idx is None else {'x': x, 'idx': idx}
+        return update(state, batch, z_key)
 
     return with_matmul_precision(step, config.precision.train)
 
@@ -480,7 +324,7 @@ def make_ais_log_px(model: models.VAE, config: ml_collections.ConfigDict) -> Cal
 
 def save_images(config, workdir, model, params, x, key, step: int | None = None) -> None:
     """Sample and reconstruction grids; samples only for MCEM, whose encoder is untrained."""
-    if algorithm_of(config) != 'mcem':
+    if algorithms.of(config).trains_encoder:
         plotting.save_sample_and_reconstruction_grids(workdir, model, params, x, key, step=step)
         return
     if x.ndim == 2 and math.isqrt(x.shape[1]) ** 2 != x.shape[1]:
@@ -693,7 +537,7 @@ def train_and_evaluate(
         else:
             single = jax.jit(step_fn, donate_argnums=(0,))
     elbo_fn, log_px_fn = make_eval_fns(model, config)
-    has_encoder = algorithm_of(config) != 'mcem'  # MCEM trains no encoder: no ELBO.
+    has_encoder = algorithms.of(config).trains_encoder  # Else no ELBO.
 
     def host_state():
         """The state as this process's local arrays (for evaluation and checkpoints)."""
@@ -711,7 +555,7 @@ def train_and_evaluate(
     step = start_step
     train_seconds, train_steps_timed = 0.0, 0
     pending: list[dict[str, np.ndarray]] = []
-    skip = nonfinite_of(config) == 'skip'
+    skip = config.nonfinite == 'skip'
     with _StopSignals() as signals:
         while True:
             # With several processes all must stop at the same step: they agree here.
@@ -851,7 +695,7 @@ def _final_eval_with_encoder(
     test_ll, test_ll_se = summarize(log_px)
     return {
         'dataset': config.dataset,
-        'algorithm': algorithm_of(config),
+        'algorithm': config.algorithm,
         'test_examples': int(test.shape[0]),
         'test_elbo': test_elbo,
         'test_elbo_stderr': test_elbo_se,

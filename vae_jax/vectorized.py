@@ -36,6 +36,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vae_jax import (
+    algorithms,
     checkpointing,
     configuration,
     data,
@@ -113,9 +114,10 @@ def check_vectorizable(configs: Sequence[ml_collections.ConfigDict]) -> None:
                     f'which changes the program; only {", ".join(VECTORIZABLE_FIELDS)} may '
                     'differ between the points of a vectorised sweep.'
                 )
-    if train.algorithm_of(configs[0]) == 'mcem':
+    if algorithms.of(configs[0]).per_example_state:
         raise configuration.ConfigError(
-            'algorithm=mcem is not vectorised: train its points one by one (vae_jax.sweep).'
+            f'algorithm={configs[0].algorithm} keeps state per training example and is not '
+            'vectorised: train its points one by one (vae_jax.sweep).'
         )
 
 
@@ -263,7 +265,7 @@ def train_vectorized(
         if per_dispatch
         else {}
     )
-    if train.nonfinite_of(base) == 'stop':
+    if base.nonfinite == 'stop':
         for i, p in enumerate(points):
             bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v[i]))]
             if bad:
@@ -313,7 +315,7 @@ def groups(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
         flat = _flat(c)
         key = tuple(sorted((k, repr(v)) for k, v in flat.items() if k not in VECTORIZABLE_FIELDS))
         key += (c.optimizer.weight_decay > 0,)
-        if train.algorithm_of(c) == 'mcem':
+        if algorithms.of(c).per_example_state:
             key += (i,)
         out.setdefault(key, []).append(i)
     return list(out.values())
