@@ -21,6 +21,7 @@ from vae_jax import (
     checkpointing,
     configuration,
     distributions,
+    evaluators,
     likelihoods,
     objectives,
     optimizers,
@@ -405,8 +406,8 @@ def test_mcem_training_improves_log_joint_and_ais_likelihood(tmp_path):
     streams = train.Streams(config.seed)
     _, _, _, test = train.prepare_data(config, streams)
     model, _, state = _model_and_params(config)
-    untrained = train.map_batches(
-        functools.partial(train.make_ais_log_px(model, config), state.params),
+    untrained = evaluators.map_batches(
+        functools.partial(evaluators.make_ais_log_px(model, config), state.params),
         test,
         config.eval_batch_size,
         jax.random.fold_in(streams.eval, 2),

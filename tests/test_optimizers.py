@@ -8,7 +8,7 @@ import pytest
 from helpers import tiny_config
 
 from configs.paper.iwae import mnist as iwae_mnist
-from vae_jax import configuration, models, optimizers, train
+from vae_jax import configuration, evaluators, models, optimizers, train
 
 
 def test_burda_schedule_rates_at_stage_boundaries():
@@ -102,10 +102,10 @@ def test_precision_reaches_the_compiled_step_and_evaluation():
     model = train.make_model(config, (6,))
     params = models.init_params(model, jax.random.key(0), (6,), 2)
     x = jnp.ones((3, 6))
-    elbo_fn, _ = train.make_eval_fns(model, config)
+    elbo_fn, _ = evaluators.make_eval_fns(model, config)
     assert 'HIGHEST' not in elbo_fn.lower(params, x, jax.random.key(1)).as_text()
     config.precision.eval = 'float32'
-    elbo_fn, _ = train.make_eval_fns(model, config)
+    elbo_fn, _ = evaluators.make_eval_fns(model, config)
     assert 'precision = [HIGHEST, HIGHEST]' in elbo_fn.lower(params, x, jax.random.key(1)).as_text()
     tx = optimizers.make_optimizer(config)
     state = train.init_state(config, model, tx, (6,), train.Streams(0))

@@ -58,6 +58,7 @@ from vae_jax import (
     data,
     diagnostics,
     estimators,
+    evaluators,
     models,
     objectives,
     train,
@@ -109,7 +110,7 @@ def importance_sampling(
                 kb, xb, lm, num_samples=k, chunk_size=c
             )
         )
-        out = train.map_batches(lambda xb, kb: {'v': fn(xb, kb).T}, x, batch_size, key)
+        out = evaluators.map_batches(lambda xb, kb: {'v': fn(xb, kb).T}, x, batch_size, key)
         return out['v']  # [N, k // c]
 
     running = estimate(num_samples, chunk)
@@ -119,9 +120,9 @@ def importance_sampling(
             values = running[:, k // chunk - 1]
         else:
             values = estimate(k, estimators.chunk_size_for(k, max_chunk))[:, -1]
-        curve[k] = list(train.summarize(values))
+        curve[k] = list(evaluators.summarize(values))
     final = running[:, -1]
-    mean, se = train.summarize(final)
+    mean, se = evaluators.summarize(final)
     return {
         'log_likelihood': mean,
         'log_likelihood_stderr': se,
@@ -150,8 +151,8 @@ def elbo_terms(run: train.Run, x: np.ndarray, key: jax.Array, batch_size: int) -
         means = run.model.apply({'params': run.params}, xb, method=run.model.posterior_means)
         return {**terms, 'mean': jnp.concatenate(means, axis=-1)}
 
-    out = train.map_batches(fn, x, batch_size, key)
-    elbo, elbo_se = train.summarize(out['elbo'])
+    out = evaluators.map_batches(fn, x, batch_size, key)
+    elbo, elbo_se = evaluators.summarize(out['elbo'])
     return {
         'elbo': elbo,
         'elbo_stderr': elbo_se,
@@ -194,7 +195,7 @@ def _mcmc_estimate(
                 )
             }
         )
-    out = train.map_batches(
+    out = evaluators.map_batches(
         lambda xb, kb: {
             k: v for k, v in fn(xb, kb).items() if k not in ('log_weights', 'step_sizes')
         },
@@ -202,7 +203,7 @@ def _mcmc_estimate(
         batch_size,
         jax.random.fold_in(key, 0),
     )
-    mean, se = train.summarize(out['log_px'])
+    mean, se = evaluators.summarize(out['log_px'])
     result: dict[str, Any] = {'log_likelihood': mean, 'log_likelihood_stderr': se}
     if method == 'appendix_d':
         return result

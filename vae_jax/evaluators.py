@@ -1,0 +1,189 @@
+"""The evaluators a training run and ``python -m vae_jax.evaluate`` share.
+
+Batched application over a split (:func:`map_batches`, padding the last batch so one
+compiled shape serves), means with standard errors (:func:`summarize`), the compiled
+ELBO, importance-sampling and AIS estimators of a model (:func:`make_eval_fns`,
+:func:`make_ais_log_px`), a run's final test evaluation (:func:`final_eval_with_encoder`,
+:func:`final_eval_mcem`) and its image grids (:func:`save_images`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from vae_jax import ais, algorithms, estimators, models, objectives, plotting
+
+
+def with_matmul_precision(fn: Callable, precision: str) -> Callable:
+    """``fn`` traced under ``jax.default_matmul_precision(precision)`` (config.precision)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision(precision):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def make_eval_fns(model: models.VAE, config: ml_collections.ConfigDict):
+    """Jitted per-example ELBO terms and importance-sampled log p(x) on a batch."""
+
+    def elbo_terms(params, x, key):
+        lm = models.latent_model(model, params)
+        # Estimator B where the model has a closed-form KL (lower variance), A otherwise.
+        kl = 'analytic' if lm.analytic_kl else 'monte_carlo'
+        return objectives.elbo(key, x, lm, num_samples=1, kl_estimator=kl)
+
+    def log_px(params, x, key, num_samples, chunk_size):
+        return estimators.importance_log_likelihood(
+            key,
+            x,
+            models.latent_model(model, params),
+            num_samples=num_samples,
+            chunk_size=chunk_size,
+        )
+
+    precision = config.precision.eval
+    return (
+        jax.jit(with_matmul_precision(elbo_terms, precision)),
+        jax.jit(with_matmul_precision(log_px, precision), static_argnums=(3, 4)),
+    )
+
+
+def make_ais_log_px(model: models.VAE, config: ml_collections.ConfigDict) -> Callable:
+    """Jitted (params, x, key) -> ``[B]`` AIS estimates of log p(x) from the prior.
+
+    Needs no encoder (for MCEM): ``config.eval_ais_steps`` annealing steps and
+    ``config.eval_ais_chains`` chains per example (``vae_jax.ais.ais_log_likelihood``).
+    """
+
+    def log_px(params, x, key):
+        return ais.ais_log_likelihood(
+            key,
+            x,
+            models.latent_model(model, params),
+            num_annealing_steps=config.eval_ais_steps,
+            num_chains=config.eval_ais_chains,
+        )['log_px']
+
+    return jax.jit(with_matmul_precision(log_px, config.precision.eval))
+
+
+def save_images(config, workdir, model, params, x, key, step: int | None = None) -> None:
+    """Sample and reconstruction grids; samples only for MCEM, whose encoder is untrained."""
+    if algorithms.of(config).trains_encoder:
+        plotting.save_sample_and_reconstruction_grids(workdir, model, params, x, key, step=step)
+        return
+    if x.ndim == 2 and math.isqrt(x.shape[1]) ** 2 != x.shape[1]:
+        logging.warning('data of shape %s is not an image; no grids drawn', x.shape[1:])
+        return
+    z = jax.random.normal(key, (64, config.latent_dim))
+    samples = np.asarray(model.apply({'params': params}, z, method=model.decode).mean())
+    plotting.save_grid(os.path.join(workdir, 'samples.png'), samples, 8)
+    if step is not None:
+        os.makedirs(os.path.join(workdir, 'images'), exist_ok=True)
+        plotting.save_grid(os.path.join(workdir, 'images', f'samples_{step:08d}.png'), samples, 8)
+
+
+def map_batches(
+    fn: Callable, x: np.ndarray, batch_size: int, key: jax.Array
+) -> dict[str, np.ndarray]:
+    """Applies fn(x_batch, key_b) -> dict of [b] arrays over x in batches; concatenates.
+
+    The last batch is padded to ``batch_size`` so that one compiled shape serves.
+    """
+    outs: dict[str, list] = {}
+    n = x.shape[0]
+    for b, start in enumerate(range(0, n, batch_size)):
+        xb = x[start : start + batch_size]
+        valid = xb.shape[0]
+        if valid < batch_size:
+            xb = np.concatenate([xb, np.repeat(xb[:1], batch_size - valid, axis=0)])
+        res = fn(jnp.asarray(xb), jax.random.fold_in(key, b))
+        res = res if isinstance(res, dict) else {'value': res}
+        for k, v in res.items():
+            outs.setdefault(k, []).append(np.asarray(v)[:valid])
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def summarize(values: np.ndarray) -> tuple[float, float]:
+    """Mean and its standard error over examples."""
+    values = np.asarray(values, np.float64).ravel()
+    if values.size < 2:
+        return float(values.mean()), 0.0
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
+
+
+def final_eval_with_encoder(
+    config, params, elbo_fn, log_px_fn, mean_elbo, test, valid, streams
+) -> dict[str, Any]:
+    """Test ELBO terms, importance-sampled test log p(x) and the valid ELBO."""
+    test_terms = map_batches(
+        lambda xb, k: elbo_fn(params, xb, k),
+        test,
+        config.eval_batch_size,
+        jax.random.fold_in(streams.eval, 1),
+    )
+    num_is = config.eval_num_importance_samples
+    chunk = estimators.chunk_size_for(num_is, config.eval_chunk_size)
+    log_px = map_batches(
+        lambda xb, k: log_px_fn(params, xb, k, num_is, chunk),
+        test,
+        config.eval_batch_size,
+        jax.random.fold_in(streams.eval, 2),
+    )['value']
+    test_elbo, test_elbo_se = summarize(test_terms['elbo'])
+    test_ll, test_ll_se = summarize(log_px)
+    return {
+        'dataset': config.dataset,
+        'algorithm': config.algorithm,
+        'test_examples': int(test.shape[0]),
+        'test_elbo': test_elbo,
+        'test_elbo_stderr': test_elbo_se,
+        'test_kl': float(np.mean(test_terms['kl'])),
+        'test_reconstruction': float(np.mean(test_terms['reconstruction'])),
+        'test_log_likelihood': test_ll,
+        'test_log_likelihood_stderr': test_ll_se,
+        'test_log_likelihood_num_samples': num_is,
+        'valid_elbo': mean_elbo(params, valid),
+    }
+
+
+def final_eval_mcem(config, model, params, test, streams) -> dict[str, Any]:
+    """Test log p(x) by AIS from the prior; the ELBO fields are None (no trained encoder)."""
+    log_px = map_batches(
+        functools.partial(make_ais_log_px(model, config), params),
+        test,
+        config.eval_batch_size,
+        jax.random.fold_in(streams.eval, 2),
+    )['value']
+    test_ll, test_ll_se = summarize(log_px)
+    return {
+        'dataset': config.dataset,
+        'algorithm': 'mcem',
+        'test_examples': int(test.shape[0]),
+        'test_elbo': None,
+        'test_elbo_stderr': None,
+        'test_kl': None,
+        'test_reconstruction': None,
+        'test_elbo_note': (
+            'algorithm=mcem trains no encoder, so there is no ELBO; test_log_likelihood is '
+            'annealed importance sampling from the prior (a stochastic lower bound).'
+        ),
+        'test_log_likelihood': test_ll,
+        'test_log_likelihood_stderr': test_ll_se,
+        'test_log_likelihood_method': 'ais_from_prior',
+        'test_log_likelihood_ais_steps': config.eval_ais_steps,
+        'test_log_likelihood_num_samples': config.eval_ais_chains,
+        'valid_elbo': None,
+    }
