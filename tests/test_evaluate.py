@@ -96,7 +96,7 @@ def _assert_diagnostics_match_the_encoder(workdir, saved, num_examples):
     vae_jax.diagnostics.
     """
     run = train.load_run(str(workdir))
-    x = jnp.asarray(evaluate.split_data(run, saved['split'])[:num_examples])
+    x = jnp.asarray(train.split_data(run, saved['split'])[:num_examples])
     mean, log_var = run.model.apply({'params': run.params}, x, method=run.model.encode)
     mean, log_var = np.asarray(mean, np.float64), np.asarray(log_var, np.float64)
     kl_dims = np.mean(0.5 * (mean**2 + np.exp(log_var) - 1.0 - log_var), axis=0)

@@ -3,6 +3,8 @@
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import REPO, SHARED_DATA, assert_trees_equal, params_of, tiny_config
 
-from vae_jax import checkpointing, configuration, data, evaluate, optimizers, train
+from vae_jax import checkpointing, configuration, data, optimizers, train
 
 
 def test_workdir_outputs(tmp_path):
@@ -231,11 +233,30 @@ def test_evaluation_splits_do_not_change_with_seed_or_binarisation(tmp_path):
     config = tiny_config(seed=3, num_steps=5, checkpoint_every_steps=5)
     train.train_and_evaluate(config, str(tmp_path))
     run = train.load_run(str(tmp_path))
-    np.testing.assert_array_equal(evaluate.split_data(run, 'test'), test0)
-    np.testing.assert_array_equal(evaluate.split_data(run, 'valid'), valid0)
+    np.testing.assert_array_equal(train.split_data(run, 'test'), test0)
+    np.testing.assert_array_equal(train.split_data(run, 'valid'), valid0)
     # The training split scored under 'dynamic' is fixed per dataset too.
     grey_train = run.splits.train
     np.testing.assert_array_equal(
-        evaluate.split_data(run, 'train'),
+        train.split_data(run, 'train'),
         data.binarize_for_evaluation(config.dataset, 'train', grey_train),
     )
+    # vae_jax.sample takes its data from the same place.
+    out = tmp_path / 'posterior.png'
+    done = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'vae_jax.sample',
+            f'--workdir={tmp_path}',
+            '--source=posterior',
+            '--split=test',
+            '--num=4',
+            f'--out={out}',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and out.exists(), done.stderr[-2000:]

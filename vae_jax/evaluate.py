@@ -72,16 +72,6 @@ DEFAULT_K = {'is': 5000, 'iwae': 5000, 'ais': 16, 'appendix_d': 1000}
 BOUND = {'is': 'lower', 'iwae': 'lower', 'ais': 'lower', 'appendix_d': 'upper'}
 
 
-def split_data(run: train.Run, split: str) -> np.ndarray:
-    """The split as the model saw it: with the run's fixed binarisation of eval data."""
-    streams = train.Streams(run.config.seed)
-    _, train_x, valid_x, test_x = train.prepare_data(run.config, streams, run.splits)
-    x = {'train': train_x, 'valid': valid_x, 'test': test_x}[split]
-    if split == 'train' and run.config.binarization == 'dynamic' and not run.splits.binary:
-        x = data.binarize_for_evaluation(run.config.dataset, 'train', x)
-    return x
-
-
 def importance_sampling(
     run: train.Run,
     x: np.ndarray,
@@ -270,7 +260,7 @@ def evaluate_run(
         )
     # jit traces under this context (it is part of the compilation cache key).
     with jax.default_matmul_precision(precision):
-        x = split_data(run, split)
+        x = train.split_data(run, split)
         if max_examples:
             x = x[:max_examples]
         batch_size = min(batch_size, x.shape[0])

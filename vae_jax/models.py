@@ -74,24 +74,30 @@ def _likelihood(
     return likelihoods.DiagonalGaussian(mean, log_var, event_ndim=event_ndim)
 
 
-class MLPEncoder(nn.Module):
-    """x ``[B, *event_shape]`` -> (mean, log_var), each ``[B, latent_dim]``."""
+class GaussianMLP(nn.Module):
+    """h ``[..., d_in]`` -> (mean, log_var) ``[..., latent_dim]`` of a diagonal Gaussian."""
 
     latent_dim: int
     hidden_dims: Sequence[int]
     activation: str = 'tanh'
-
     init_std: float | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
         act = ACTIVATIONS[self.activation]
-        h = x.reshape(x.shape[0], -1)
         for width in self.hidden_dims:
             h = act(nn.Dense(width, **_init(self.init_std))(h))
         # One matmul for both heads is cheaper than two and spans the same family.
         out = nn.Dense(2 * self.latent_dim, name='head', **_init(self.init_std))(h)
-        return out[:, : self.latent_dim], out[:, self.latent_dim :]
+        return out[..., : self.latent_dim], out[..., self.latent_dim :]
+
+
+class MLPEncoder(GaussianMLP):
+    """x ``[B, *event_shape]`` -> (mean, log_var), each ``[B, latent_dim]``: a
+    :class:`GaussianMLP` on the flattened x."""
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return super().__call__(x.reshape(x.shape[0], -1))
 
 
 class MLPDecoder(nn.Module):
@@ -254,23 +260,6 @@ class VAE(nn.Module):
         if self.num_pseudo_inputs:
             self.pseudo_input_posteriors()
         return self.encode(x), self.decode(z)
-
-
-class GaussianMLP(nn.Module):
-    """h ``[..., d_in]`` -> (mean, log_var) ``[..., latent_dim]`` of a diagonal Gaussian."""
-
-    latent_dim: int
-    hidden_dims: Sequence[int]
-    activation: str = 'tanh'
-    init_std: float | None = None
-
-    @nn.compact
-    def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-        act = ACTIVATIONS[self.activation]
-        for width in self.hidden_dims:
-            h = act(nn.Dense(width, **_init(self.init_std))(h))
-        out = nn.Dense(2 * self.latent_dim, name='head', **_init(self.init_std))(h)
-        return out[..., : self.latent_dim], out[..., self.latent_dim :]
 
 
 class HierarchicalVAE(nn.Module):

@@ -41,9 +41,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     try:
-        config, model, params, _, splits = train.load_run(_WORKDIR.value)
+        run = train.load_run(_WORKDIR.value)
     except (FileNotFoundError, data.DataError) as e:
         sys.exit(f'error: {e}')
+    config, model, params = run.config, run.model, run.params
     key = jax.random.key(_SEED.value)
     if _MANIFOLD.value and not models.has_standard_prior(model):
         sys.exit(
@@ -56,9 +57,7 @@ def main(argv):
         images = np.asarray(model.apply({'params': params}, z, method=model.decode).mean())
         ncols = _MANIFOLD.value
     else:
-        x = getattr(splits, _SPLIT.value)
-        if config.binarization != 'none' and not splits.binary:
-            x = data.binarize_for_evaluation(config.dataset, _SPLIT.value, x)
+        x = train.split_data(run, _SPLIT.value)  # As evaluation sees it, binarised alike.
         images = plotting.draw(
             key,
             model,

@@ -590,3 +590,19 @@ def load_run(workdir: str) -> Run:
     )
     state = checkpointing.restore_from_workdir(workdir, state)
     return Run(config, model, state.params, int(state.step), splits)
+
+
+def split_data(run: Run, split: str) -> np.ndarray:
+    """The split as the model saw it: with the run's fixed binarisation of eval data.
+
+    The one place a saved run's splits are prepared for scoring or pictures
+    (``vae_jax.evaluate`` and ``vae_jax.sample``): the training split of a statically
+    binarised run is its own training draw; grey splits otherwise get
+    ``data.binarize_for_evaluation``'s fixed draw.
+    """
+    streams = Streams(run.config.seed)
+    _, train_x, valid_x, test_x = prepare_data(run.config, streams, run.splits)
+    x = {'train': train_x, 'valid': valid_x, 'test': test_x}[split]
+    if split == 'train' and run.config.binarization == 'dynamic' and not run.splits.binary:
+        x = data.binarize_for_evaluation(run.config.dataset, 'train', x)
+    return x
