@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from configs import default
-from vae_jax import models, objectives, train
+from vae_jax import ais, models, objectives, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'
@@ -75,3 +75,23 @@ def fit_elbo(model, params, x, *, num_steps: int):
     keys = jax.random.split(jax.random.key(2), num_steps)
     fit = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), keys)[0][0])
     return fit(params)
+
+
+def bdmc_against_exact(model, exact_log_px, event_shape, *, start: str = 'prior', seed: int = 10):
+    """BDMC on 16 examples simulated from ``model`` (200 steps, 8 chains), against exact.
+
+    ``exact_log_px(x) -> [N]``. Returns (mean lower - exact, mean upper - exact, mean
+    gap) and the sandwich itself.
+    """
+    sandwich = ais.bdmc(
+        jax.random.key(seed),
+        model,
+        event_shape=event_shape,
+        num_examples=16,
+        num_annealing_steps=200,
+        num_chains=8,
+        start=start,
+    )
+    exact = exact_log_px(sandwich['x'])
+    lower, upper = np.asarray(sandwich['lower']), np.asarray(sandwich['upper'])
+    return (lower - exact).mean(), (upper - exact).mean(), (upper - lower).mean(), sandwich
