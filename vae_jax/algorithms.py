@@ -71,6 +71,8 @@ class Algorithm(NamedTuple):
         layer with the N(0, I) prior.
       uses_objective: reads ``config.objective``, ``num_samples``, ``beta`` and
         ``kl_estimator`` (an algorithm that does not refuses values it would ignore).
+      updates_per_step: ``config ->`` optimizer updates per training step (learning-rate
+        schedules count steps, the optimizer counts updates).
     """
 
     init: Callable[..., TrainState]
@@ -79,6 +81,7 @@ class Algorithm(NamedTuple):
     per_example_state: bool = False
     any_model: bool = False
     uses_objective: bool = False
+    updates_per_step: Callable[[ml_collections.ConfigDict], int] = lambda config: 1
 
 
 def _init_plain(config, params, opt_state, key, num_train) -> TrainState:
@@ -226,7 +229,13 @@ ALGORITHMS = {
         _init_plain, _gradient_update(aevb_loss), any_model=True, uses_objective=True
     ),
     'wake_sleep': Algorithm(_init_plain, _gradient_update(wake_sleep_loss)),
-    'mcem': Algorithm(_init_mcem, _mcem_update, trains_encoder=False, per_example_state=True),
+    'mcem': Algorithm(
+        _init_mcem,
+        _mcem_update,
+        trains_encoder=False,
+        per_example_state=True,
+        updates_per_step=lambda config: config.mcem.num_weight_updates,
+    ),
 }
 
 

@@ -170,7 +170,7 @@ def final_eval_mcem(config, model, params, test, streams) -> dict[str, Any]:
     test_ll, test_ll_se = summarize(log_px)
     return {
         'dataset': config.dataset,
-        'algorithm': 'mcem',
+        'algorithm': config.algorithm,
         'test_examples': int(test.shape[0]),
         'test_elbo': None,
         'test_elbo_stderr': None,

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vae_jax import configuration
+from vae_jax import algorithms, configuration
 
 
 def stage_boundaries(num_stages: int, first_stage_steps: int, growth: int) -> np.ndarray:
@@ -47,9 +47,7 @@ def stage_schedule(
 
 def updates_per_step(config: ml_collections.ConfigDict) -> int:
     """Optimizer updates per training step: MCEM makes several, schedules stay in steps."""
-    if config.get('algorithm', 'aevb') == 'mcem':
-        return config.mcem.num_weight_updates
-    return 1
+    return algorithms.of(config).updates_per_step(config)
 
 
 def make_optimizer(
