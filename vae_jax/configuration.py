@@ -44,6 +44,8 @@ def _positive(config: ml_collections.ConfigDict, field: str, *, allow_zero: bool
         raise ConfigError(
             f'config.{field} must be a number, got {value!r} ({type(value).__name__}).'
         )
+    if not math.isfinite(value):  # NaN and infinity pass every comparison below.
+        raise ConfigError(f'config.{field} must be a finite number, got {value!r}.')
     if value < 0 or (value == 0 and not allow_zero):
         bound = '>= 0' if allow_zero else '> 0'
         raise ConfigError(f'config.{field} must be {bound}, got {value!r}.')
