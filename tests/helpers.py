@@ -95,3 +95,19 @@ def bdmc_against_exact(model, exact_log_px, event_shape, *, start: str = 'prior'
     exact = exact_log_px(sandwich['x'])
     lower, upper = np.asarray(sandwich['lower']), np.asarray(sandwich['upper'])
     return (lower - exact).mean(), (upper - exact).mean(), (upper - lower).mean(), sandwich
+
+
+def mean_bounds(model, x, seed: int, reps: int = 400):
+    """The ELBO (estimator A), IWAE_5 and IWAE_50 of ``model`` on ``x``, each ``[B]``,
+    averaged over ``reps`` draws from ``jax.random.key(seed)`` (their expectations)."""
+
+    def mean_bound(fn):
+        keys = jax.random.split(jax.random.key(seed), reps)
+        return np.asarray(jnp.mean(jax.vmap(fn)(keys), axis=0))
+
+    elbo = mean_bound(
+        lambda k: objectives.elbo(k, x, model, num_samples=1, kl_estimator='monte_carlo')['elbo']
+    )
+    iwae5 = mean_bound(lambda k: objectives.iwae(k, x, model, num_samples=5)['iwae'])
+    iwae50 = mean_bound(lambda k: objectives.iwae(k, x, model, num_samples=50)['iwae'])
+    return elbo, iwae5, iwae50

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import bdmc_against_exact, fit_elbo, tiny_config
+from helpers import bdmc_against_exact, fit_elbo, mean_bounds, tiny_config
 
 from vae_jax import ais, appendix_d, configuration, estimators, evaluate, models, objectives, train
 
@@ -62,15 +62,7 @@ def test_importance_sampling_reaches_the_exact_log_likelihood(tiny_model):
     )
     np.testing.assert_allclose(np.asarray(est), exact, atol=0.02)
 
-    def mean_bound(fn, reps=400):
-        keys = jax.random.split(jax.random.key(4), reps)
-        return np.asarray(jnp.mean(jax.vmap(fn)(keys), axis=0))
-
-    elbo = mean_bound(
-        lambda k: objectives.elbo(k, x, lm, num_samples=1, kl_estimator='monte_carlo')['elbo']
-    )
-    iwae5 = mean_bound(lambda k: objectives.iwae(k, x, lm, num_samples=5)['iwae'])
-    iwae50 = mean_bound(lambda k: objectives.iwae(k, x, lm, num_samples=50)['iwae'])
+    elbo, iwae5, iwae50 = mean_bounds(lm, x, seed=4)
     assert np.all(elbo < iwae5) and np.all(iwae5 < iwae50) and np.all(iwae50 < exact + 0.01)
     assert np.all(exact - elbo > 0.02)
 
