@@ -1,7 +1,7 @@
 r"""Vectorised sweep against sequential runs: 8 seeds of the 784-400-20 MLP VAE.
 
 Sequential: the points one after another, each with the same compiled program as
-`vae_jax.main` (`train.make_multi_step(train.make_train_step(...))`, jitted,
+`vae_jax.main` (`loop.make_multi_step(train.make_train_step(...))`, jitted,
 `steps_per_dispatch` steps per dispatch, data resident on the device), timed from
 building its model to its last step, compile included, as a user running the
 points one by one pays it. Vectorised: `vectorized.train_vectorized` on all the
@@ -36,20 +36,21 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from train_throughput import bench_config, bench_model  # noqa: E402  (one benchmark model for both)
 
-from vae_jax import train, vectorized  # noqa: E402
+from vae_jax import loop, vectorized  # noqa: E402
 
 
 def train_one(config, train_np: np.ndarray, num_steps: int) -> dict[str, float]:
     """One point as `train.train_and_evaluate` trains it (no evaluation): seconds."""
     t0 = time.perf_counter()
     streams, state, step_fn = bench_model(config, train_np.shape[1:])
-    multi = jax.jit(train.make_multi_step(step_fn), donate_argnums=(0,))
+    multi = jax.jit(loop.make_multi_step(step_fn), donate_argnums=(0,))
+    key_data = jax.random.key_data(streams.train)
     train_dev = jax.device_put(train_np)
     first = None
     for step in range(0, num_steps, config.steps_per_dispatch):
         n = min(config.steps_per_dispatch, num_steps - step)
-        idx = train.batch_indices(config.seed, train_np.shape[0], config.batch_size, step, n)
-        state, metrics = multi(state, train_dev, jnp.asarray(idx), streams.train)
+        idx = loop.batch_indices(config.seed, train_np.shape[0], config.batch_size, step, n)
+        state, metrics = multi(state, train_dev, jnp.asarray(idx), key_data)
         if first is None:
             jax.block_until_ready(metrics)
             first = time.perf_counter() - t0

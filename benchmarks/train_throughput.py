@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from configs import default as default_config  # noqa: E402
-from vae_jax import optimizers, train  # noqa: E402
+from vae_jax import loop, train  # noqa: E402
 
 REFERENCE = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'bench', 'torch_vae.py'
@@ -69,11 +69,9 @@ def bench_config(batch_size: int, steps_per_dispatch: int):
 def bench_model(config, event_shape: tuple[int, ...]):
     """(streams, initial state, training step) of ``config``, as train_and_evaluate builds them."""
     streams = train.Streams(config.seed)
-    model = train.make_model(config, event_shape)
-    tx = optimizers.make_optimizer(config)
-    state = train.init_state(config, model, tx, event_shape, streams)
     # The benchmark data are binary (bench_config): 0/1 dreams, were wake-sleep benchmarked.
-    return streams, state, train.make_train_step(model, tx, config, binary_data=True)
+    setup = train.build(config, event_shape, streams, binary_data=True)
+    return streams, setup.state, setup.step
 
 
 def main() -> None:
@@ -92,7 +90,8 @@ def main() -> None:
     rng = np.random.default_rng(1)
     train_np = rng.integers(0, 2, size=(60000, 784), dtype=np.uint8).astype(np.float32)
     streams, state, step_fn = bench_model(config, (784,))
-    multi = jax.jit(train.make_multi_step(step_fn), donate_argnums=(0,))
+    multi = jax.jit(loop.make_multi_step(step_fn), donate_argnums=(0,))
+    key_data = jax.random.key_data(streams.train)
     train_dev = jax.device_put(train_np)
     n = args.steps_per_dispatch
     step = 0
@@ -101,8 +100,8 @@ def main() -> None:
         nonlocal state, step
         metrics = None
         for _ in range(num_steps // n):
-            idx = train.batch_indices(config.seed, train_np.shape[0], args.batch, step, n)
-            state, metrics = multi(state, train_dev, jnp.asarray(idx), streams.train)
+            idx = loop.batch_indices(config.seed, train_np.shape[0], args.batch, step, n)
+            state, metrics = multi(state, train_dev, jnp.asarray(idx), key_data)
             step += n
         return jax.block_until_ready(metrics)
 

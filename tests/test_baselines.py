@@ -23,8 +23,8 @@ from vae_jax import (
     distributions,
     evaluators,
     likelihoods,
+    loop,
     objectives,
-    optimizers,
     train,
 )
 
@@ -33,10 +33,8 @@ NUM_TRAIN = 4000  # The embedded digits' training split.
 
 
 def _model_and_params(config, seed=0):
-    model = train.make_model(config, EVENT)
-    tx = optimizers.make_optimizer(config)
-    state = train.init_state(config, model, tx, EVENT, train.Streams(seed), num_train=NUM_TRAIN)
-    return model, tx, state
+    setup = train.build(config, EVENT, train.Streams(seed), NUM_TRAIN, binary_data=False)
+    return setup.model, setup.tx, setup.state
 
 
 def _coders(model, params):
@@ -428,7 +426,7 @@ def test_mcem_host_streaming_passes_the_batch_indices(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
     _, _, initial = _model_and_params(config)
     state = _restored_state(tmp_path, config)
-    idx = train.batch_indices(config.seed, NUM_TRAIN, config.batch_size, 0, 3).ravel()
+    idx = loop.batch_indices(config.seed, NUM_TRAIN, config.batch_size, 0, 3).ravel()
     moved = np.any(np.asarray(state.mcmc.z) != np.asarray(initial.mcmc.z), axis=1)
     touched = np.zeros(NUM_TRAIN, bool)
     touched[idx] = True

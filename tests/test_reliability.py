@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from helpers import assert_trees_equal, params_of, tiny_config
 
-from vae_jax import checkpointing, configuration, data, optimizers, reporting, train
+from vae_jax import checkpointing, configuration, data, loop, optimizers, reporting, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,17 +191,17 @@ def test_sigint_in_process_stops_at_a_dispatch_and_restores_handlers(tmp_path, m
     full = tmp_path / 'full'
     train.train_and_evaluate(config, str(full))
 
-    original = train.batch_indices
+    original = loop.batch_indices
 
     def batch_indices(seed, num_train, batch_size, start, count):
         if start == 5:  # The dispatch of steps 6..10: the signal arrives during it.
             os.kill(os.getpid(), signal.SIGINT)
         return original(seed, num_train, batch_size, start, count)
 
-    monkeypatch.setattr(train, 'batch_indices', batch_indices)
+    monkeypatch.setattr(loop, 'batch_indices', batch_indices)
     before = signal.getsignal(signal.SIGINT)
     run = tmp_path / 'run'
-    with pytest.raises(train.TrainingInterrupted, match='SIGINT at step 10') as err:
+    with pytest.raises(loop.TrainingInterrupted, match='SIGINT at step 10') as err:
         train.train_and_evaluate(config, str(run))
     assert err.value.exit_code == 130
     assert signal.getsignal(signal.SIGINT) is before
@@ -394,7 +394,7 @@ def _poison(monkeypatch, step: int) -> None:
 
     def prepare_data(config, streams):
         splits, train_x, valid, test = original(config, streams)
-        idx = train.batch_indices(config.seed, train_x.shape[0], config.batch_size, step - 1, 1)
+        idx = loop.batch_indices(config.seed, train_x.shape[0], config.batch_size, step - 1, 1)
         train_x = train_x.copy()
         train_x[idx[0, 0], 0, 0] = np.nan
         return splits, train_x, valid, test
@@ -630,3 +630,14 @@ def test_cli_reports_each_bad_input_in_one_line(tmp_path):
             assert part in text, (name, part, text)
     for workdir in (corrupt, mismatch, conflict):
         assert _checkpoint_steps(workdir) == [5]  # Refused: nothing written or moved.
+
+
+def test_a_start_refused_by_the_data_checks_writes_nothing(tmp_path):
+    """The config and the data are checked against each other before the workdir is touched,
+    so the corrected command is not refused as 'a different config'."""
+    bad = tiny_config(num_steps=5, num_train_examples=10**6)  # More than the 4,000 digits.
+    with pytest.raises(configuration.ConfigError, match='num_train_examples'):
+        train.train_and_evaluate(bad, str(tmp_path / 'run'))
+    assert not (tmp_path / 'run').exists()
+    results = train.train_and_evaluate(tiny_config(num_steps=5), str(tmp_path / 'run'))
+    assert results['train_steps'] == 5

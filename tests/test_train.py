@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import REPO, SHARED_DATA, assert_trees_equal, params_of, tiny_config
 
-from vae_jax import checkpointing, configuration, data, optimizers, train
+from vae_jax import checkpointing, configuration, data, loop, train
 
 
 def test_workdir_outputs(tmp_path):
@@ -54,12 +54,9 @@ def test_training_improves_the_bound(tmp_path):
 def test_step_compiles_once():
     config = tiny_config()
     streams = train.Streams(0)
-    model = train.make_model(config, (28, 28))
-    tx = optimizers.make_optimizer(config)
-    state = train.init_state(config, model, tx, (28, 28), streams)
-    step = jax.jit(
-        chex.assert_max_traces(train.make_train_step(model, tx, config, binary_data=False), n=1)
-    )
+    setup = train.build(config, (28, 28), streams, binary_data=False)
+    state = setup.state
+    step = jax.jit(chex.assert_max_traces(setup.step, n=1))
     x = jnp.full((config.batch_size, 28, 28), 0.5)
     for _ in range(3):
         state, metrics = step(state, x, streams.train)
@@ -68,14 +65,14 @@ def test_step_compiles_once():
 
 
 def test_batch_indices_cover_each_epoch_once():
-    idx = train.batch_indices(seed=3, num_train=100, batch_size=30, start=0, count=6)
+    idx = loop.batch_indices(seed=3, num_train=100, batch_size=30, start=0, count=6)
     assert idx.shape == (6, 30)
     for epoch in range(2):
         block = idx[3 * epoch : 3 * epoch + 3].ravel()
         assert len(set(block.tolist())) == 90  # No repeats within an epoch.
     assert not np.array_equal(idx[:3], idx[3:])  # A fresh order each epoch.
     np.testing.assert_array_equal(
-        train.batch_indices(3, 100, 30, 4, 2), idx[4:6]
+        loop.batch_indices(3, 100, 30, 4, 2), idx[4:6]
     )  # Depends on the step alone.
 
 

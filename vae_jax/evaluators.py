@@ -3,8 +3,8 @@
 Batched application over a split (:func:`map_batches`, padding the last batch so one
 compiled shape serves), means with standard errors (:func:`summarize`), the compiled
 ELBO, importance-sampling and AIS estimators of a model (:func:`make_eval_fns`,
-:func:`make_ais_log_px`), a run's final test evaluation (:func:`final_eval_with_encoder`,
-:func:`final_eval_mcem`) and its image grids (:func:`save_images`).
+:func:`make_ais_log_px`), a training run's evaluations (:class:`RunEvaluation`: during training
+and the final test evaluation) and its image grids (:func:`save_images`).
 """
 
 from __future__ import annotations
@@ -124,48 +124,80 @@ def summarize(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
-def final_eval_with_encoder(
-    config, params, elbo_fn, log_px_fn, mean_elbo, test, valid, streams
-) -> dict[str, Any]:
-    """Test ELBO terms, importance-sampled test log p(x) and the valid ELBO."""
-    test_terms = map_batches(
-        lambda xb, k: elbo_fn(params, xb, k),
-        test,
-        config.eval_batch_size,
-        jax.random.fold_in(streams.eval, 1),
-    )
-    num_is = config.eval_num_importance_samples
-    chunk = estimators.chunk_size_for(num_is, config.eval_chunk_size)
-    log_px = map_batches(
-        lambda xb, k: log_px_fn(params, xb, k, num_is, chunk),
-        test,
-        config.eval_batch_size,
-        jax.random.fold_in(streams.eval, 2),
-    )['value']
-    test_elbo, test_elbo_se = summarize(test_terms['elbo'])
-    test_ll, test_ll_se = summarize(log_px)
-    return {
-        'dataset': config.dataset,
-        'algorithm': config.algorithm,
-        'test_examples': int(test.shape[0]),
-        'test_elbo': test_elbo,
-        'test_elbo_stderr': test_elbo_se,
-        'test_kl': float(np.mean(test_terms['kl'])),
-        'test_reconstruction': float(np.mean(test_terms['reconstruction'])),
-        'test_log_likelihood': test_ll,
-        'test_log_likelihood_stderr': test_ll_se,
-        'test_log_likelihood_num_samples': num_is,
-        'valid_elbo': mean_elbo(params, valid),
-    }
+class RunEvaluation:
+    """A training run's evaluations: the ELBO during training and the final evaluation.
+
+    Written once for single runs and each point of a vectorised sweep, with the run's own
+    evaluation stream ``eval_key`` (``train.Streams.eval``).
+    """
+
+    def __init__(self, config, model, eval_key: jax.Array, valid: np.ndarray, test: np.ndarray):
+        self.config, self.model, self.key, self.valid, self.test = (
+            config,
+            model,
+            eval_key,
+            valid,
+            test,
+        )
+        self.elbo_fn, self.log_px_fn = make_eval_fns(model, config)
+        self.has_encoder = algorithms.of(config).trains_encoder  # Else no ELBO.
+
+    def mean_elbo(self, params, x: np.ndarray) -> float:
+        res = map_batches(
+            lambda xb, k: self.elbo_fn(params, xb, k), x, self.config.eval_batch_size, self.key
+        )
+        return float(np.mean(res['elbo']))
+
+    def during_training(self, params) -> dict[str, float]:
+        """The validation ELBO (and the test ELBO with ``config.eval_test_during_training``)."""
+        scalars = {'valid_elbo': self.mean_elbo(params, self.valid)}
+        if self.config.eval_test_during_training:
+            scalars['test_elbo'] = self.mean_elbo(params, self.test)
+        return scalars
+
+    def final(self, params, test: np.ndarray) -> dict[str, Any]:
+        """Test ELBO terms and log p(x) (importance sampling; AIS without an encoder)."""
+        if not self.has_encoder:
+            return final_eval_mcem(self.config, self.model, params, test, self.key)
+        config = self.config
+        test_terms = map_batches(
+            lambda xb, k: self.elbo_fn(params, xb, k),
+            test,
+            config.eval_batch_size,
+            jax.random.fold_in(self.key, 1),
+        )
+        num_is = config.eval_num_importance_samples
+        chunk = estimators.chunk_size_for(num_is, config.eval_chunk_size)
+        log_px = map_batches(
+            lambda xb, k: self.log_px_fn(params, xb, k, num_is, chunk),
+            test,
+            config.eval_batch_size,
+            jax.random.fold_in(self.key, 2),
+        )['value']
+        test_elbo, test_elbo_se = summarize(test_terms['elbo'])
+        test_ll, test_ll_se = summarize(log_px)
+        return {
+            'dataset': config.dataset,
+            'algorithm': config.algorithm,
+            'test_examples': int(test.shape[0]),
+            'test_elbo': test_elbo,
+            'test_elbo_stderr': test_elbo_se,
+            'test_kl': float(np.mean(test_terms['kl'])),
+            'test_reconstruction': float(np.mean(test_terms['reconstruction'])),
+            'test_log_likelihood': test_ll,
+            'test_log_likelihood_stderr': test_ll_se,
+            'test_log_likelihood_num_samples': num_is,
+            'valid_elbo': self.mean_elbo(params, self.valid),
+        }
 
 
-def final_eval_mcem(config, model, params, test, streams) -> dict[str, Any]:
+def final_eval_mcem(config, model, params, test, eval_key: jax.Array) -> dict[str, Any]:
     """Test log p(x) by AIS from the prior; the ELBO fields are None (no trained encoder)."""
     log_px = map_batches(
         functools.partial(make_ais_log_px(model, config), params),
         test,
         config.eval_batch_size,
-        jax.random.fold_in(streams.eval, 2),
+        jax.random.fold_in(eval_key, 2),
     )['value']
     test_ll, test_ll_se = summarize(log_px)
     return {

@@ -21,7 +21,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import checkpointing, configuration, data, parallel, reporting, train
+from vae_jax import checkpointing, configuration, data, loop, parallel, reporting, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config().', lock_config=True
@@ -95,7 +95,7 @@ def main(argv):
         sys.exit(f'error: {e}')
     try:
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, restart=_RESTART.value)
-    except train.TrainingInterrupted as e:
+    except loop.TrainingInterrupted as e:
         logging.warning('interrupted: %s', e)
         print(f'interrupted: {e}', file=sys.stderr)
         sys.exit(e.exit_code)

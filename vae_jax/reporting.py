@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -122,7 +123,9 @@ class NonFiniteError(FloatingPointError):
 _TERMS = ('reconstruction', 'kl', 'objective', 'elbo', 'grad_norm')
 
 
-def check_finite(metrics: dict[str, Any], step: int, manager: Any) -> None:
+def check_finite(
+    metrics: dict[str, Any], step: int, manager: Any, *, name: str | None = None
+) -> None:
     """Raises NonFiniteError at the first step with a non-finite metric.
 
     The message names that step, every term that is non-finite at it (reconstruction,
@@ -131,23 +134,25 @@ def check_finite(metrics: dict[str, Any], step: int, manager: Any) -> None:
     Args:
       metrics: per-step arrays ``[n]`` (or scalars) for the n steps ending at ``step``.
       manager: the run's orbax ``CheckpointManager`` (``latest_step``, ``directory``); None
-        on the processes other than 0 of a multi-host run, which keep no checkpoints.
+        where no checkpoints are kept (the processes other than 0 of a multi-host run,
+        a vectorised sweep without workdirs).
+      name: the sweep point the metrics belong to, named first in the message.
     """
     found: dict[int, list[str]] = {}
     names = [k for k in _TERMS if k in metrics] + sorted(k for k in metrics if k not in _TERMS)
-    for name in names:
-        values = np.atleast_1d(np.asarray(metrics[name]))
+    for term in names:
+        values = np.atleast_1d(np.asarray(metrics[term]))
         if not np.issubdtype(values.dtype, np.inexact):
             continue
         for i in np.flatnonzero(~np.isfinite(values)):
             bad_step = step - values.size + int(i) + 1
-            found.setdefault(bad_step, []).append(f'{name} ({values[i]})')
+            found.setdefault(bad_step, []).append(f'{term} ({values[i]})')
     if not found:
         return
     bad_step = min(found)
     last = None
     if manager is None:
-        where = "see process 0's log"
+        where = 'none kept here' if jax.process_index() == 0 else "see process 0's log"
     else:
         last = manager.latest_step()
         where = (
@@ -156,7 +161,8 @@ def check_finite(metrics: dict[str, Any], step: int, manager: Any) -> None:
             else 'none, the run had not saved one yet'
         )
     raise NonFiniteError(
-        f'non-finite {", ".join(found[bad_step])} at step {bad_step}; training stopped and '
+        f'{f"point {name}: " if name else ""}non-finite {", ".join(found[bad_step])} at '
+        f'step {bad_step}; training stopped and '
         f'nothing after step {last or 0} was saved (last good checkpoint: {where}). Check the '
         'data, lower --config.optimizer.learning_rate or set '
         '--config.optimizer.grad_clip_norm, or set --config.nonfinite=skip to skip such '

@@ -98,30 +98,40 @@ def _train_groups(
     configs: list[ml_collections.ConfigDict],
     workdirs: list[str],
 ) -> list[float]:
-    """Vectorised training of the points not started yet; each point's share of the time."""
+    """Vectorised training of the points not trained yet; each point's share of the time.
+
+    Points interrupted together resume together from their checkpoints; a group whose
+    points' checkpoints are at different steps is left to ``run_point``, one by one.
+    """
 
     shares = [0.0] * len(points)
-    fresh = [i for i, w in enumerate(workdirs) if not _started(w)]
-    for group in vectorized.groups([configs[i] for i in fresh]):
-        members = [fresh[g] for g in group]
+    todo = [i for i, (c, w) in enumerate(zip(configs, workdirs, strict=True)) if not _done(c, w)]
+    for group in vectorized.groups([configs[i] for i in todo]):
+        members = [todo[g] for g in group]
         if len(members) < 2:
             continue  # Trained alone by run_point.
         logging.info(
             'training %d points together: %s', len(members), [workdirs[i] for i in members]
         )
-        seconds = vectorized.train_into_workdirs(
-            config, [points[i] for i in members], [workdirs[i] for i in members]
-        )
+        try:
+            seconds = vectorized.train_into_workdirs(
+                config, [points[i] for i in members], [workdirs[i] for i in members]
+            )
+        except vectorized.UnequalSteps as e:
+            logging.warning('%s: these points train one by one', e)
+            continue
         for i in members:
             shares[i] = seconds / len(members)
     return shares
 
 
-def _started(workdir: str) -> bool:
-    """Whether ``workdir`` holds a run already (a config or checkpoints)."""
-    return os.path.exists(os.path.join(workdir, checkpointing.CONFIG_FILE)) or os.path.isdir(
-        os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
-    )
+def _done(config: ml_collections.ConfigDict, workdir: str) -> bool:
+    """Whether ``workdir`` holds the results of ``config`` trained to its ``num_steps``."""
+    path = os.path.join(workdir, 'results.json')
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return json.load(f).get('train_steps') == config.num_steps
 
 
 def run_point(
@@ -134,12 +144,10 @@ def run_point(
     share of a vectorised training, see ``run_sweep``) is added to ``wall_seconds``.
     """
     path = os.path.join(workdir, 'results.json')
-    if os.path.exists(path):
+    if _done(config, workdir):
+        logging.info('%s: already done', workdir)
         with open(path) as f:
-            results = json.load(f)
-        if results.get('train_steps') == config.num_steps:
-            logging.info('%s: already done', workdir)
-            return results
+            return json.load(f)
     t0 = time.perf_counter()
     results = train.train_and_evaluate(config, workdir)
     results['wall_seconds'] = time.perf_counter() - t0 + extra_seconds

@@ -19,14 +19,11 @@ the state unchanged for that step (``'skip'``, counted in ``train_skipped_steps`
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 import os
-import queue
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -41,6 +38,7 @@ from vae_jax import (
     configuration,
     data,
     evaluators,
+    loop,
     models,
     optimizers,
     parallel,
@@ -49,52 +47,6 @@ from vae_jax import (
 
 Params = Any
 TrainState = algorithms.TrainState  # The state of every algorithm (vae_jax.algorithms).
-
-
-class TrainingInterrupted(Exception):  # noqa: N818 (not an error: the run stopped on request)
-    """SIGTERM or SIGINT stopped training after a checkpoint at ``step`` was saved.
-
-    ``exit_code`` is the shell's convention for a process ended by that signal,
-    128 + the signal number: 143 for SIGTERM, 130 for SIGINT.
-    """
-
-    def __init__(self, signum: int, step: int, workdir: str):
-        self.signum, self.step, self.workdir = signum, step, workdir
-        self.exit_code = 128 + signum
-        super().__init__(
-            f'{signal.Signals(signum).name} at step {step}: saved a checkpoint at step '
-            f'{step} in {os.path.join(workdir, checkpointing.CHECKPOINT_DIR)}; rerun the same '
-            'command to resume.'
-        )
-
-
-class _StopSignals:
-    """While active, SIGTERM and SIGINT set ``signum`` instead of ending the process.
-
-    The loop polls ``signum`` between dispatches. A second signal raises
-    KeyboardInterrupt at once. The previous handlers come back on exit. Handlers can
-    only be installed from the main thread; elsewhere signals keep their defaults.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __enter__(self) -> _StopSignals:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        del frame
-        if self.signum is not None:
-            raise KeyboardInterrupt(f'second {signal.Signals(signum).name}: stopping at once')
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 # --------------------------------------------------------------------------- setup
@@ -142,6 +94,36 @@ def init_state(
     return algorithms.of(config).init(
         config, params, tx.init(params), jax.random.fold_in(streams.init, 1), num_train
     )
+
+
+class Setup(NamedTuple):
+    """What a run is built from (``build``): every caller builds it the same way."""
+
+    model: models.VAE | models.HierarchicalVAE
+    tx: Any  # optax.GradientTransformation
+    state: TrainState  # At step 0.
+    step: Callable  # make_train_step's step(state, x, key, idx=None), not jitted.
+
+
+def build(
+    config: ml_collections.ConfigDict,
+    event_shape: tuple[int, ...],
+    streams: Streams,
+    num_train: int | None = None,
+    binary_data: bool = True,
+    *,
+    tx: Any = None,
+) -> Setup:
+    """The model, optimizer, initial state and training step of ``config``.
+
+    ``num_train``: training examples (MCEM's chains); ``binary_data``: whether the
+    training data are 0/1 as loaded (``data.Splits.binary``, read by wake-sleep);
+    ``tx``: an optimizer other than ``optimizers.make_optimizer(config)`` (sweeps).
+    """
+    model = make_model(config, event_shape)
+    tx = optimizers.make_optimizer(config) if tx is None else tx
+    state = init_state(config, model, tx, event_shape, streams, num_train=num_train)
+    return Setup(model, tx, state, make_train_step(model, tx, config, binary_data=binary_data))
 
 
 # --------------------------------------------------------------------------- the step
@@ -196,70 +178,6 @@ def make_train_step(model, tx, config, *, binary_data: bool) -> Callable:
     return evaluators.with_matmul_precision(step, config.precision.train)
 
 
-def make_multi_step(step: Callable) -> Callable:
-    """state, train_data [N, ...], indices [n, M], key -> state, metrics [n].
-
-    Runs n steps in one compiled call with the training set resident on the
-    device (one dispatch instead of n).
-    """
-
-    def multi_step(state, train_data, indices, key):
-        def body(state, idx):
-            return step(state, jnp.take(train_data, idx, axis=0), key, idx)
-
-        return jax.lax.scan(body, state, indices)
-
-    return multi_step
-
-
-def make_multi_step_on_batches(step: Callable) -> Callable:
-    """state, batches [n, M, ...], key data -> state, metrics [n]: n steps on given batches.
-
-    For data-parallel training (``vae_jax.parallel``), where the batches arrive split over
-    the devices; ``key_data`` is ``jax.random.key_data`` of the training stream so that it
-    can be replicated like any array. No example indices: MCEM is not data-parallel.
-    """
-
-    def multi_step(state, batches, key_data):
-        key = jax.random.wrap_key_data(key_data)
-        return jax.lax.scan(lambda s, x: step(s, x, key, None), state, batches)
-
-    return multi_step
-
-
-def batch_indices(seed: int, num_train: int, batch_size: int, start: int, count: int) -> np.ndarray:
-    """Example indices of steps [start, start + count): ``[count, batch_size]`` int32.
-
-    Each epoch is a fresh permutation drawn from (seed, epoch) alone; the last
-    incomplete minibatch of an epoch is dropped so every step sees M examples.
-    """
-    steps_per_epoch = num_train // batch_size
-    out = np.empty((count, batch_size), np.int32)
-    perm, perm_epoch = None, -1
-    for i, s in enumerate(range(start, start + count)):
-        epoch, pos = divmod(s, steps_per_epoch)
-        if epoch != perm_epoch:
-            perm = np.random.default_rng([seed, epoch]).permutation(num_train)
-            perm_epoch = epoch
-        out[i] = perm[pos * batch_size : (pos + 1) * batch_size]
-    return out
-
-
-def _prefetch(batches: Iterator[np.ndarray], size: int = 2) -> Iterator[jax.Array]:
-    """Moves host batches to the device from a background thread, ``size`` ahead."""
-    q: queue.Queue = queue.Queue(maxsize=size)
-    done = object()
-
-    def worker():
-        for b in batches:
-            q.put(jax.device_put(b))
-        q.put(done)
-
-    threading.Thread(target=worker, daemon=True).start()
-    while (item := q.get()) is not done:
-        yield item
-
-
 # --------------------------------------------------------------------------- the loop
 
 
@@ -303,46 +221,43 @@ def prepare_data(config, streams: Streams, splits: data.Splits | None = None):
     return splits, train, valid, test
 
 
-def _boundaries(config) -> tuple[int, ...]:
-    return tuple(
-        e
-        for e in (
-            config.log_every_steps,
-            config.eval_every_steps,
-            config.checkpoint_every_steps,
-            config.image_every_steps,
-        )
-        if e > 0
-    )
-
-
-def _next_stop(step: int, config) -> int:
-    """The next step at which the host must act: dispatch sizes depend only on the step."""
-    stop = min(config.num_steps, step + config.steps_per_dispatch)
-    for every in _boundaries(config):
-        stop = min(stop, (step // every + 1) * every)
-    return stop
-
-
-def merge_metrics(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """Per-step metrics of a logging window -> window means; ``skipped`` -> a count.
-
-    Steps skipped for non-finite values (``config.nonfinite='skip'``) are left out of
-    the means; a window whose every step was skipped has the count only.
-    """
-    cat = {k: np.concatenate([np.atleast_1d(p[k]) for p in pending]) for k in pending[0]}
-    if 'skipped' not in cat:
-        return {k: float(np.mean(v)) for k, v in cat.items()}
-    kept = cat.pop('skipped') == 0
-    merged = {k: float(np.mean(v[kept])) for k, v in cat.items() if kept.any()}
-    merged['skipped_steps'] = float(np.sum(~kept))
-    return merged
-
-
 def _on_device(config, train: np.ndarray) -> bool:
     if config.data_placement != 'auto':
         return config.data_placement == 'device'
     return train.nbytes <= config.device_data_max_mb * 2**20
+
+
+def place(config, step_fn: Callable, train: np.ndarray, state: TrainState, streams: Streams):
+    """Where training runs: -> (state placed, dispatch, host view of the state).
+
+    One device: the training set on the device when it fits (``config.data_placement``),
+    else batches from the host. ``config.data_parallel``: every device of every process,
+    the global batch split over them, the state replicated (``vae_jax.parallel``).
+    """
+    key_data = jax.random.key_data(streams.train)
+    if not config.get('data_parallel', False):
+        if _on_device(config, train):
+            source = loop.DeviceBatches(train, config.seed, config.batch_size)
+        else:
+            source = loop.HostBatches(train, config.seed, config.batch_size)
+        multi = jax.jit(loop.make_multi_step(step_fn, source.gather), donate_argnums=(0,))
+        return state, loop.dispatcher(multi, source, key_data), lambda s: s
+    dp = parallel.DataParallel(config.batch_size)
+    logging.info('data-parallel over %d devices: %s', jax.device_count(), dp.mesh)
+    source = loop.HostBatches(
+        parallel.process_shard(train),  # This process's examples.
+        config.seed,
+        dp.local_batch_size,
+        put=lambda batch: (dp.global_batches(batch[0]), None),
+        with_indices=False,  # MCEM, the one reader of indices, is not data-parallel.
+    )
+    multi = jax.jit(
+        loop.make_multi_step(step_fn, source.gather),
+        out_shardings=dp.replicated,
+        donate_argnums=(0,),
+    )
+    dispatch = loop.dispatcher(multi, source, dp.replicate(key_data), fetch=parallel.to_host)
+    return dp.replicate(state), dispatch, parallel.to_host
 
 
 def train_and_evaluate(
@@ -366,204 +281,109 @@ def train_and_evaluate(
       The final results, also written to ``workdir/results.json``.
 
     Raises:
-      configuration.ConfigError, data.DataError: bad config or data, before any training.
+      configuration.ConfigError, data.DataError: bad config or data, before any training
+        and before anything is written to ``workdir``.
       checkpointing.WorkdirConflictError: ``workdir`` holds a run with another config;
         its subclasses CheckpointMismatchError and CorruptCheckpointError for checkpoints
         that do not fit or cannot be read.
       reporting.NonFiniteError: a NaN or infinity with ``config.nonfinite='stop'``.
-      TrainingInterrupted: SIGTERM or SIGINT; a checkpoint at the current step was saved.
+      loop.TrainingInterrupted: SIGTERM or SIGINT; a checkpoint at the current step was saved.
     """
     configuration.validate(config)
-    data_parallel = config.get('data_parallel', False)
-    if jax.process_count() > 1 and not data_parallel:
+    if jax.process_count() > 1 and not config.get('data_parallel', False):
         raise configuration.ConfigError(
             f'{jax.process_count()} processes would each train a copy of the run: set '
             '--config.data_parallel=True for multi-host training.'
         )
-    primary = parallel.is_primary()  # Only process 0 writes the workdir.
-    if primary:
-        os.makedirs(workdir, exist_ok=True)
-        if restart:
-            checkpointing.move_run_aside(workdir)
-        checkpointing.write_or_check_config(config, workdir)
     streams = Streams(config.seed)
     splits, train, valid, test = prepare_data(config, streams)
-    event_shape = splits.event_shape
     logging.info(
         'data %s: train %s valid %s test %s from %s',
-        config.dataset,
-        train.shape,
-        valid.shape,
-        test.shape,
-        splits.source,
+        *(config.dataset, train.shape, valid.shape, test.shape, splits.source),
     )
-
-    model = make_model(config, event_shape)
-    tx = optimizers.make_optimizer(config)
-    state = init_state(config, model, tx, event_shape, streams, num_train=train.shape[0])
-    manager = checkpointing.manager(workdir, config.keep_checkpoints) if primary else None
-    if primary:
-        state = checkpointing.restore(manager, state, workdir)
+    primary = parallel.is_primary()  # Only process 0 writes the workdir.
+    manager = _open_workdir(config, workdir, restart) if primary else None
+    setup = build(config, splits.event_shape, streams, train.shape[0], splits.binary)
+    state = checkpointing.restore(manager, setup.state, workdir) if primary else setup.state
     state = parallel.broadcast_from_primary(state)
     start_step = int(state.step)
     if start_step:
         logging.info('resumed from step %d in %s', start_step, workdir)
-
-    step_fn = make_train_step(model, tx, config, binary_data=splits.binary)
-    on_device = False
-    if data_parallel:
-        dp = parallel.DataParallel(config.batch_size)
-        logging.info('data-parallel over %d devices: %s', jax.device_count(), dp.mesh)
-        train_local = parallel.process_shard(train)  # This process's examples.
-        state = dp.replicate(state)
-        key_data = dp.replicate(jax.random.key_data(streams.train))
-        multi = jax.jit(
-            make_multi_step_on_batches(step_fn),
-            out_shardings=dp.replicated,
-            donate_argnums=(0,),
-        )
-    else:
-        on_device = _on_device(config, train)
-        if on_device:
-            train_dev = jax.device_put(train)
-            multi = jax.jit(make_multi_step(step_fn), donate_argnums=(0,))
-        else:
-            single = jax.jit(step_fn, donate_argnums=(0,))
-    elbo_fn, log_px_fn = evaluators.make_eval_fns(model, config)
-    has_encoder = algorithms.of(config).trains_encoder  # Else no ELBO.
-
-    def host_state():
-        """The state as this process's local arrays (for evaluation and checkpoints)."""
-        return parallel.to_host(state) if data_parallel else state
-
-    def mean_elbo(params, x) -> float:
-        res = evaluators.map_batches(
-            lambda xb, k: elbo_fn(params, xb, k), x, config.eval_batch_size, streams.eval
-        )
-        return float(np.mean(res['elbo']))
-
+    state, dispatch, host = place(config, setup.step, train, state, streams)
+    evaluation = evaluators.RunEvaluation(config, setup.model, streams.eval, valid, test)
     writer = reporting.MetricWriter(workdir, start_step) if primary else None
-    progress = reporting.Progress(config.num_steps, start_step)
-    num_train = train.shape[0]
-    step = start_step
-    train_seconds, train_steps_timed = 0.0, 0
-    pending: list[dict[str, np.ndarray]] = []
-    skip = config.nonfinite == 'skip'
-    with _StopSignals() as signals:
-        while True:
-            # With several processes all must stop at the same step: they agree here.
-            if parallel.any_process(signals.signum is not None):
-                signum = signals.signum or signal.SIGTERM  # Another process was signalled.
-                # Between dispatches the state is that of `step`, and finite (checked below).
-                logging.warning(
-                    '%s received: saving a checkpoint at step %d and stopping',
-                    signal.Signals(signum).name,
-                    step,
-                )
-                if primary:
-                    checkpointing.save(manager, step, host_state())
-                    checkpointing.wait(manager)
-                    writer.close()
-                progress.close()
-                raise TrainingInterrupted(signum, step, workdir)
-            if step >= config.num_steps:
-                break
-            stop = _next_stop(step, config)
-            t0 = time.perf_counter()
-            if data_parallel:
-                idx = batch_indices(
-                    config.seed, train_local.shape[0], dp.local_batch_size, step, stop - step
-                )
-                batches = dp.global_batches(train_local[idx])
-                state, metrics = multi(state, batches, key_data)
-                metrics = parallel.to_host(metrics)
-            else:
-                idx = batch_indices(config.seed, num_train, config.batch_size, step, stop - step)
-                if on_device:
-                    state, metrics = multi(state, train_dev, jnp.asarray(idx), streams.train)
-                else:
-                    batches = ((train[i], i) for i in idx)
-                    per_step = []
-                    for xb, ib in _prefetch(batches):
-                        state, m = single(state, xb, streams.train, ib)
-                        per_step.append(m)
-                    metrics = jax.tree.map(lambda *v: jnp.stack(v), *per_step)
-                metrics = jax.device_get(metrics)
-            dt = time.perf_counter() - t0
-            if step > start_step:  # the first dispatch includes compilation
-                train_seconds += dt
-                train_steps_timed += stop - step
-            step = stop
-            pending.append(metrics)
-            if not skip:  # 'skip' kept the state of every non-finite step unchanged.
-                reporting.check_finite(metrics, step, manager)
-
-            if step % config.log_every_steps == 0 or step == config.num_steps:
-                merged = merge_metrics(pending)
-                pending = []
-                if merged.get('skipped_steps'):
-                    logging.warning(
-                        'skipped %d steps up to step %d: non-finite loss, gradient or '
-                        'parameters (config.nonfinite=skip)',
-                        merged['skipped_steps'],
-                        step,
-                    )
-                rate = train_steps_timed / train_seconds if train_seconds else float('nan')
-                scalars = {f'train_{k}': v for k, v in merged.items()}
-                if math.isfinite(rate):  # Unknown until a dispatch after compilation.
-                    scalars['steps_per_sec'] = rate
-                if has_encoder and config.eval_every_steps and step % config.eval_every_steps == 0:
-                    params = host_state().params
-                    scalars['valid_elbo'] = mean_elbo(params, valid)
-                    if config.eval_test_during_training:
-                        scalars['test_elbo'] = mean_elbo(params, test)
-                if primary:
-                    writer.write(step, scalars)
-                    progress.update(
-                        step, merged.get('elbo', merged.get('objective', float('nan'))), rate
-                    )
-            if primary and (step % config.checkpoint_every_steps == 0 or step == config.num_steps):
-                checkpointing.save(manager, step, host_state())
-            if primary and config.image_every_steps and step % config.image_every_steps == 0:
-                evaluators.save_images(
-                    config, workdir, model, host_state().params, test, streams.images, step=step
-                )
-    progress.close()
-    state = host_state()
+    timer = loop.Timer()
+    hooks = [
+        loop.Reporter(
+            config,
+            timer,
+            writer=writer,
+            progress=reporting.Progress(config.num_steps, start_step) if primary else None,
+            manager=manager,
+            evaluate=evaluation.during_training if evaluation.has_encoder else None,
+            select=host,
+        )
+    ]
+    checkpoints = loop.Checkpointer(manager, config, select=host)
     if primary:
-        checkpointing.save(manager, int(state.step), state)
-        checkpointing.wait(manager)
+        pictures = functools.partial(
+            evaluators.save_images, config, workdir, setup.model, x=test, key=streams.images
+        )
+        hooks += [
+            checkpoints,
+            loop.Periodic(
+                config.image_every_steps, lambda step, s: pictures(s.params, step=step), host
+            ),
+        ]
+
+    def on_stop(step: int, state: TrainState) -> None:
+        if primary:
+            checkpoints.save_now(step, state)
+            writer.close()
+
+    state, timer = loop.train(
+        config, state, dispatch, start_step=start_step, hooks=hooks, on_stop=on_stop,
+        workdir=workdir, timer=timer,
+    )  # fmt: skip
+    state = host(state)
+    if primary:
+        checkpoints.save_now(int(state.step), state)
     if on_trained is not None:
         on_trained(state)
 
-    # Final evaluation.
-    params = state.params
     t0 = time.perf_counter()
     if config.eval_max_examples:
         test = test[: config.eval_max_examples]
-    if has_encoder:
-        results = evaluators.final_eval_with_encoder(
-            config, params, elbo_fn, log_px_fn, mean_elbo, test, valid, streams
-        )
-    else:
-        results = evaluators.final_eval_mcem(config, model, params, test, streams)
+    results = evaluation.final(state.params, test)
     results.update(
         train_steps=int(state.step),
         train_examples_per_sec=(
-            train_steps_timed * config.batch_size / train_seconds if train_seconds else None
+            timer.steps * config.batch_size / timer.seconds if timer.seconds else None
         ),
         eval_seconds=time.perf_counter() - t0,
     )
     if primary:
-        evaluators.save_images(config, workdir, model, params, test, streams.images)
+        evaluators.save_images(config, workdir, setup.model, state.params, test, streams.images)
         with open(os.path.join(workdir, 'results.json'), 'w') as f:
             json.dump(results, f, indent=2)
-        writer.write(
-            int(state.step), {f'final_{k}': v for k, v in results.items() if isinstance(v, float)}
-        )
+        final = {f'final_{k}': v for k, v in results.items() if isinstance(v, float)}
+        writer.write(int(state.step), final)
         writer.close()
     logging.info('results: %s', json.dumps(results))
     return results
+
+
+def _open_workdir(config: ml_collections.ConfigDict, workdir: str, restart: bool):
+    """Records the config in ``workdir`` (or checks it against the run there): its manager.
+
+    Called once every check of the config and the data has passed, so that a failed
+    start leaves nothing behind.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    if restart:
+        checkpointing.move_run_aside(workdir)
+    checkpointing.write_or_check_config(config, workdir)
+    return checkpointing.manager(workdir, config.keep_checkpoints)
 
 
 class Run(NamedTuple):
@@ -580,16 +400,12 @@ def load_run(workdir: str) -> Run:
     """The latest checkpoint of the run in ``workdir``, with its config, model and data."""
     config = checkpointing.read_config(workdir)
     splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
-    model = make_model(config, splits.event_shape)
-    tx = optimizers.make_optimizer(config)
     num_train = splits.train.shape[0]
     if config.get('num_train_examples') is not None:
         num_train = min(num_train, config.num_train_examples)
-    state = init_state(
-        config, model, tx, splits.event_shape, Streams(config.seed), num_train=num_train
-    )
-    state = checkpointing.restore_from_workdir(workdir, state)
-    return Run(config, model, state.params, int(state.step), splits)
+    setup = build(config, splits.event_shape, Streams(config.seed), num_train, splits.binary)
+    state = checkpointing.restore_from_workdir(workdir, setup.state)
+    return Run(config, setup.model, state.params, int(state.step), splits)
 
 
 def split_data(run: Run, split: str) -> np.ndarray:

@@ -40,6 +40,8 @@ from vae_jax import (
     checkpointing,
     configuration,
     data,
+    evaluators,
+    loop,
     optimizers,
     parallel,
     reporting,
@@ -50,6 +52,10 @@ from vae_jax import (
 # Fields that may differ between the points of one vectorised sweep: each becomes a
 # traced per-point value [P]; every other field must be equal across the points.
 VECTORIZABLE_FIELDS = ('seed', 'optimizer.learning_rate', 'beta', 'optimizer.weight_decay')
+
+
+class UnequalSteps(checkpointing.WorkdirConflictError):
+    """The points' workdirs hold checkpoints at different steps: they cannot train together."""
 
 
 class VectorizedResult(NamedTuple):
@@ -124,16 +130,16 @@ def check_vectorizable(configs: Sequence[ml_collections.ConfigDict]) -> None:
 def make_vectorized_multi_step(
     model, config: ml_collections.ConfigDict, *, decay: bool, data_axis, binary_data: bool
 ):
-    """The P-point version of ``train.make_multi_step(train.make_train_step(...))``.
+    """The P-point version of ``loop.make_multi_step(train.make_train_step(...))``.
 
-    Returns ``multi(state [P], train_data, indices [P, n, M], key [P], hyper) ->
+    Returns ``multi(state [P], train_data, indices [P, n, M], key_data [P, ...], hyper) ->
     (state [P], metrics [P, n])`` where ``train_data`` is ``[N, ...]`` shared by all
     points (``data_axis=None``) or ``[P, N, ...]`` (``data_axis=0``) and ``hyper`` maps
     ``'learning_rate'``, ``'weight_decay'``, ``'beta'`` to ``[P]`` float32.
     ``binary_data``: as ``train.make_train_step``'s (whether the data are 0/1 as loaded).
     """
 
-    def one_point(state, train_data, indices, key, hyper):
+    def one_point(state, train_data, indices, key_data, hyper):
         tx = optimizers.make_optimizer(
             config,
             learning_rate=hyper['learning_rate'],
@@ -142,13 +148,33 @@ def make_vectorized_multi_step(
         )
         view = _ConfigView(config, beta=hyper['beta'])
         step = train.make_train_step(model, tx, view, binary_data=binary_data)
-        return train.make_multi_step(step)(state, train_data, indices, key)
+        return loop.make_multi_step(step)(state, train_data, indices, key_data)
 
     return jax.vmap(one_point, in_axes=(0, data_axis, 0, 0, 0))
 
 
 def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _point(i: int) -> Callable[[Any], Any]:
+    """Point i's slice of a stacked tree (state ``[P, ...]``, metrics ``[P, n]``)."""
+    return lambda tree: jax.tree.map(lambda x: x[i], tree)
+
+
+class _PointBatches:
+    """The batch source of P points: each point's own data order over the resident data."""
+
+    def __init__(self, data, seeds: Sequence[int], num_train: int, batch_size: int, place):
+        self.data, self._seeds, self._place = data, seeds, place
+        self._num_train, self._batch_size = num_train, batch_size
+
+    def chunks(self, start: int, stop: int):
+        idx = [
+            loop.batch_indices(s, self._num_train, self._batch_size, start, stop - start)
+            for s in self._seeds
+        ]
+        yield self._place(np.stack(idx))
 
 
 def train_vectorized(
@@ -159,8 +185,11 @@ def train_vectorized(
     train_data: np.ndarray | None = None,
     on_dispatch: Callable[[], None] | None = None,
     devices: Sequence[jax.Device] | None = None,
+    workdirs: Sequence[str] | None = None,
 ) -> VectorizedResult:
     """Trains every point of ``points`` at once: one jitted, vmapped program per dispatch.
+
+    The loop is ``loop.train``'s, as for a single run; each point's hooks see its slice.
 
     Args:
       config: the sweep's base config.
@@ -174,6 +203,11 @@ def train_vectorized(
       devices: where to train (default ``jax.local_devices()``); the points are spread
         over them when their number divides the number of points, else all train on the
         first.
+      workdirs: one per point: each gets what a single run of the point would write while
+        training (its ``config.json``, metrics with the validation ELBO, checkpoints; a
+        stop signal saves every point), and training resumes from their checkpoints when
+        all are at the same step. ``train.train_and_evaluate`` on a finished workdir then
+        runs only the final evaluation.
 
     Returns:
       A ``VectorizedResult``; ``params[i]`` equals, to float tolerance, the parameters
@@ -181,17 +215,22 @@ def train_vectorized(
 
     Raises:
       configuration.ConfigError: the points differ in another field, or a bad config.
+      checkpointing.WorkdirConflictError: a workdir holds another run; its subclass
+        UnequalSteps: the points' checkpoints are at different steps.
       reporting.NonFiniteError: a point's loss, terms or gradient became non-finite
         (with ``config.nonfinite='stop'``); the message names the point.
+      loop.TrainingInterrupted: SIGTERM or SIGINT (with ``workdirs``).
     """
     if not points:
         raise configuration.ConfigError('the sweep has no points.')
     configs = [sweep_points.apply(config, p) for p in points]
     for c in configs:
+        if num_steps is not None:
+            c.num_steps = num_steps
         configuration.validate(c)
     check_vectorizable(configs)
     base = configs[0]
-    num_steps = base.num_steps if num_steps is None else num_steps
+    names = [sweep_points.point_name(p) for p in points]
 
     streams = [train.Streams(c.seed) for c in configs]
     if train_data is None:
@@ -200,6 +239,7 @@ def train_vectorized(
         trains = [t for _, t, _, _ in loaded]
         binary_data = loaded[0][0].binary
     else:
+        loaded = None
         event_shape = tuple(train_data.shape[1:])
         trains = [np.asarray(train_data, np.float32)]
         binary_data = data.is_binary(trains[0])
@@ -207,17 +247,39 @@ def train_vectorized(
     shared = all(np.array_equal(trains[0], t) for t in trains[1:])
     data_axis = None if shared else 0
     place, place_data = _placement(len(points), devices)
-    train_dev = place_data(trains[0]) if shared else place(np.stack(trains))
     num_train = trains[0].shape[0]
 
-    model = train.make_model(base, event_shape)
     decay = any(c.optimizer.weight_decay > 0 for c in configs)
-    states = []
-    for c, s in zip(configs, streams, strict=True):
-        tx = optimizers.make_optimizer(c, decay=decay)
-        states.append(train.init_state(c, model, tx, event_shape, s, num_train=num_train))
+    setups = [
+        train.build(
+            c, event_shape, s, num_train, binary_data, tx=optimizers.make_optimizer(c, decay=decay)
+        )
+        for c, s in zip(configs, streams, strict=True)
+    ]
+    states = [s.state for s in setups]
+    managers: list[Any] = [None] * len(points)
+    writers: list[Any] = [None] * len(points)
+    if workdirs is not None:
+        for c, w in zip(configs, workdirs, strict=True):
+            os.makedirs(w, exist_ok=True)
+            checkpointing.write_or_check_config(c, w)
+        managers = [
+            checkpointing.manager(w, c.keep_checkpoints)
+            for c, w in zip(configs, workdirs, strict=True)
+        ]
+        states = [
+            checkpointing.restore(m, s, w)
+            for m, s, w in zip(managers, states, workdirs, strict=True)
+        ]
+        steps = sorted({int(s.step) for s in states})
+        if len(steps) > 1:
+            raise UnequalSteps(
+                f"the points' checkpoints are at different steps {steps}: train them one by "
+                'one (vae_jax.sweep does).'
+            )
+        writers = [reporting.MetricWriter(w, steps[0]) for w in workdirs]
+    start_step = int(states[0].step)
     state = place(_stack(states))
-    keys = place(jnp.stack([s.train for s in streams]))
     hyper = place(
         {
             'learning_rate': np.asarray([c.optimizer.learning_rate for c in configs], np.float32),
@@ -227,54 +289,94 @@ def train_vectorized(
     )
     multi = jax.jit(
         make_vectorized_multi_step(
-            model, base, decay=decay, data_axis=data_axis, binary_data=binary_data
+            setups[0].model, base, decay=decay, data_axis=data_axis, binary_data=binary_data
         ),
         donate_argnums=(0,),
     )
+    source = _PointBatches(
+        place_data(trains[0]) if shared else place(np.stack(trains)),
+        [c.seed for c in configs],
+        num_train,
+        base.batch_size,
+        place,
+    )
+    keys = place(np.stack([np.asarray(jax.random.key_data(s.train)) for s in streams]))
+    dispatch = loop.dispatcher(multi, source, keys, hyper)
 
-    per_dispatch = []
-    step = 0
-    while step < num_steps:
-        stop = min(num_steps, step + base.steps_per_dispatch)
-        idx = np.stack(
-            [
-                train.batch_indices(c.seed, num_train, c.batch_size, step, stop - step)
-                for c in configs
-            ]
-        )
-        state, metrics = multi(state, train_dev, place(idx), keys, hyper)
-        if on_dispatch is not None:
-            on_dispatch()
-        per_dispatch.append(metrics)
-        if stop == num_steps or stop // base.log_every_steps > step // base.log_every_steps:
-            bound = 'elbo' if 'elbo' in metrics else 'objective'
-            logging.info(
-                'step %d/%d: train %s of the %d points %s',
-                stop,
-                num_steps,
-                bound,
-                len(points),
-                np.round(np.asarray(metrics[bound][:, -1]), 2).tolist(),
+    timer = loop.Timer()
+    collected: list[dict[str, np.ndarray]] = []
+    hooks: list[loop.Hook] = [lambda step, state, metrics: collected.append(metrics)]
+    if on_dispatch is not None:
+        hooks.append(lambda step, state, metrics: on_dispatch())
+    hooks.append(_log_points(base, len(points)))
+    checkpointers = []
+    for i, c in enumerate(configs):
+        validation = None
+        if workdirs is not None and loaded is not None:
+            evaluation = evaluators.RunEvaluation(
+                c, setups[0].model, streams[i].eval, loaded[i][2], loaded[i][3]
             )
-        step = stop
+            validation = evaluation.during_training if evaluation.has_encoder else None
+        hooks.append(
+            loop.Reporter(
+                c,
+                timer,
+                writer=writers[i],
+                progress=None,
+                manager=managers[i],
+                evaluate=validation,
+                select=_point(i),
+                name=names[i],
+            )
+        )
+        if workdirs is not None:
+            checkpointers.append(loop.Checkpointer(managers[i], c, select=_point(i)))
+    hooks += checkpointers
+
+    def on_stop(step: int, state: Any) -> None:
+        for ckpt, writer in zip(checkpointers, writers, strict=False):
+            ckpt.save_now(step, state)
+            writer.close()
+
+    state, _ = loop.train(
+        base,
+        state,
+        dispatch,
+        start_step=start_step,
+        hooks=hooks,
+        on_stop=on_stop,
+        workdir=os.path.commonpath(list(workdirs)) if workdirs else '',
+        timer=timer,
+    )
+    for ckpt, writer in zip(checkpointers, writers, strict=False):
+        ckpt.save_now(int(jax.device_get(state.step)[0]), state)
+        writer.close()
     metrics = (
-        {
-            k: np.concatenate([np.asarray(m[k]) for m in per_dispatch], axis=1)
-            for k in per_dispatch[0]
-        }
-        if per_dispatch
+        {k: np.concatenate([np.asarray(m[k]) for m in collected], axis=1) for k in collected[0]}
+        if collected
         else {}
     )
-    if base.nonfinite == 'stop':
-        for i, p in enumerate(points):
-            bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v[i]))]
-            if bad:
-                raise reporting.NonFiniteError(
-                    f'point {sweep_points.point_name(p)}: non-finite {", ".join(bad)} '
-                    'during training.'
-                )
-    params = [jax.tree.map(lambda x, i=i: x[i], state.params) for i in range(len(points))]
+    params = [_point(i)(state.params) for i in range(len(points))]
     return VectorizedResult(configs, state, params, metrics)
+
+
+def _log_points(config: ml_collections.ConfigDict, num_points: int) -> loop.Hook:
+    """Logs every point's latest training bound every ``log_every_steps``."""
+
+    def hook(step: int, state: Any, metrics: dict[str, np.ndarray]) -> None:
+        if step % config.log_every_steps and step != config.num_steps:
+            return
+        bound = 'elbo' if 'elbo' in metrics else 'objective'
+        logging.info(
+            'step %d/%d: train %s of the %d points %s',
+            step,
+            config.num_steps,
+            bound,
+            num_points,
+            np.round(np.asarray(metrics[bound][:, -1]), 2).tolist(),
+        )
+
+    return hook
 
 
 def _placement(num_points: int, devices: Sequence[jax.Device] | None):
@@ -324,32 +426,11 @@ def groups(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
 def train_into_workdirs(
     config: ml_collections.ConfigDict, points: Sequence[sweep_points.Point], workdirs: Sequence[str]
 ) -> float:
-    """Trains ``points`` together, leaving each workdir as a single run would at its last step.
-
-    Each workdir gets the point's ``config.json``, its training metrics (window means every
-    ``log_every_steps``, as ``train_*`` in metrics.jsonl and TensorBoard; no validation
-    ELBO during training) and a checkpoint at ``num_steps``. ``train.train_and_evaluate``
-    on that workdir then finds training done and runs only the final evaluation.
+    """Trains ``points`` together into ``workdirs`` (``train_vectorized``'s ``workdirs``).
 
     Returns:
       The wall time of the vectorised training, in seconds.
     """
     t0 = time.perf_counter()
-    result = train_vectorized(config, points)
-    seconds = time.perf_counter() - t0
-    num_steps = next(iter(result.metrics.values())).shape[1] if result.metrics else 0
-    for i, (c, workdir) in enumerate(zip(result.configs, workdirs, strict=True)):
-        os.makedirs(workdir, exist_ok=True)
-        checkpointing.write_or_check_config(c, workdir)
-        writer = reporting.MetricWriter(workdir, 0)
-        for start in range(0, num_steps, c.log_every_steps):
-            stop = min(start + c.log_every_steps, num_steps)
-            window = {k: v[i, start:stop] for k, v in result.metrics.items()}
-            merged = train.merge_metrics([window])
-            writer.write(stop, {f'train_{k}': v for k, v in merged.items()})
-        writer.close()
-        manager = checkpointing.manager(workdir, c.keep_checkpoints)
-        state = jax.tree.map(lambda x, i=i: x[i], result.state)
-        checkpointing.save(manager, int(state.step), state)
-        checkpointing.wait(manager)
-    return seconds
+    train_vectorized(config, points, workdirs=workdirs)
+    return time.perf_counter() - t0

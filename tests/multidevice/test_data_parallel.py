@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import assert_trees_close, assert_trees_equal, params_of, tiny_config
 
-from vae_jax import configuration, optimizers, parallel, train, vectorized
+from vae_jax import configuration, loop, parallel, train, vectorized
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 4,
@@ -55,20 +55,16 @@ def test_batch_is_split_and_gradients_all_reduced():
     assert len(batches.addressable_shards) == 4
     assert batches.sharding.shard_shape(batches.shape) == (5, config.batch_size // 4, 784)
 
-    model = train.make_model(config, (784,))
-    tx = optimizers.make_optimizer(config)
     streams = train.Streams(config.seed)
-    state = dp.replicate(train.init_state(config, model, tx, (784,), streams))
+    setup = train.build(config, (784,), streams, binary_data=False)
+    state = dp.replicate(setup.state)
     multi = jax.jit(
-        train.make_multi_step_on_batches(
-            train.make_train_step(model, tx, config, binary_data=False)
-        ),
-        out_shardings=dp.replicated,
+        loop.make_multi_step(setup.step, loop.HostBatches.gather), out_shardings=dp.replicated
     )
     key_data = dp.replicate(jax.random.key_data(streams.train))
-    hlo = multi.lower(state, batches, key_data).compile().as_text()
+    hlo = multi.lower(state, None, (batches, None), key_data).compile().as_text()
     assert 'all-reduce' in hlo  # The per-device gradients are summed across devices.
-    new_state, _ = multi(state, batches, key_data)
+    new_state, _ = multi(state, None, (batches, None), key_data)
     leaf = jax.tree.leaves(new_state.params)[0]
     assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
 
