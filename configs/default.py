@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     # data_dir. '' means: not needed (embedded) / TFDS's default.
     config.data_dir = ''
     # Validation examples held out of the training split; None means the
-    # dataset's default (see vae_jax/data.py).
+    # dataset's default (see vae_jax/data/__init__.py).
     config.valid_size = ml_collections.config_dict.placeholder(int)
     # Train on only the first this many training examples (None: all of them), as in
     # the paper's Figure 3 (N_train = 1,000 and 50,000). Validation and test unchanged.
@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     # as in the paper), 'static' (one Bernoulli draw of every training image, fixed
     # by `seed`), 'dynamic' (a fresh Bernoulli draw every time a training image is
     # used). Either way the validation and test images get one Bernoulli draw fixed
-    # per dataset, the same for every seed (vae_jax/data.py, binarize_for_evaluation).
+    # per dataset, the same for every seed (vae_jax/data/__init__.py, binarize_for_evaluation).
     config.binarization = 'dynamic'
 
     # Training algorithm (Kingma & Welling 2013, Sec. 5; vae_jax/baselines.py):
