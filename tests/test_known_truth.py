@@ -13,7 +13,7 @@ Two generators, defined here with fixed numpy seeds (no data files):
 Each trains ``configs/default.py``'s network (MLP 400 relu, latent 20, Adam 1e-3, batch
 128) through ``train.train_and_evaluate`` on 4,500 training examples (500 validation),
 then estimates log p(x) on 1,000 test examples by importance sampling with K = 200 from
-q(z|x) (``evaluate.importance_sampling``). Two checks per generator:
+q(z|x) (``evaluators.importance_sampling``). Two checks per generator:
 
 1. Gibbs' inequality: no model beats the true distribution in expectation, and the IS
    estimate is (in expectation) a lower bound on the model's own log p(x). So the mean
@@ -55,7 +55,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from configs import default
-from vae_jax import evaluate, train
+from vae_jax import evaluators, models, train
 
 NUM_TRAIN, NUM_VALID, NUM_TEST = 4500, 500, 1000
 NUM_IMPORTANCE_SAMPLES = 200
@@ -119,8 +119,8 @@ def _fit_and_compare(tmp_path, x, log_px, likelihood, num_steps, **model) -> dic
 
     run = train.load_run(workdir)
     np.testing.assert_array_equal(run.splits.test, test_x.astype(np.float32))
-    est = evaluate.importance_sampling(
-        run,
+    est = evaluators.importance_sampling(
+        models.latent_model(run.model, run.params),
         run.splits.test,
         jax.random.key(0),
         num_samples=NUM_IMPORTANCE_SAMPLES,

@@ -57,7 +57,6 @@ from vae_jax import (
     configuration,
     data,
     diagnostics,
-    estimators,
     evaluators,
     models,
     objectives,
@@ -70,55 +69,6 @@ METHODS = ('is', 'iwae', 'ais', 'appendix_d')
 DEFAULT_K = {'is': 5000, 'iwae': 5000, 'ais': 16, 'appendix_d': 1000}
 # Which side of log p(x) each method's estimate lies on in expectation (module docstring).
 BOUND = {'is': 'lower', 'iwae': 'lower', 'ais': 'lower', 'appendix_d': 'upper'}
-
-
-def importance_sampling(
-    run: train.Run,
-    x: np.ndarray,
-    key: jax.Array,
-    *,
-    num_samples: int,
-    report_k: tuple[int, ...],
-    batch_size: int,
-    max_chunk: int,
-) -> dict[str, Any]:
-    """IS estimate of log p(x) with K = ``num_samples`` and the IWAE bound at ``report_k``.
-
-    Returns:
-      ``log_likelihood`` (mean), its ``_stderr``, the per-example values, and
-      ``iwae_curve`` {K: [mean, stderr]}. Every bound uses the first K of the
-      same sequence of samples (sample k is drawn from ``fold_in(key, k)``), so
-      the curve is nested; K that are multiples of the chunk size come from the
-      main pass, other K cost a pass of their own.
-    """
-    lm = models.latent_model(run.model, run.params)
-    chunk = estimators.chunk_size_for(num_samples, max_chunk)
-
-    def estimate(k: int, c: int) -> np.ndarray:
-        fn = jax.jit(
-            lambda xb, kb: estimators.running_importance_log_likelihood(
-                kb, xb, lm, num_samples=k, chunk_size=c
-            )
-        )
-        out = evaluators.map_batches(lambda xb, kb: {'v': fn(xb, kb).T}, x, batch_size, key)
-        return out['v']  # [N, k // c]
-
-    running = estimate(num_samples, chunk)
-    curve = {}
-    for k in sorted(set(report_k) | {num_samples}):
-        if k % chunk == 0 and k <= num_samples:
-            values = running[:, k // chunk - 1]
-        else:
-            values = estimate(k, estimators.chunk_size_for(k, max_chunk))[:, -1]
-        curve[k] = list(evaluators.summarize(values))
-    final = running[:, -1]
-    mean, se = evaluators.summarize(final)
-    return {
-        'log_likelihood': mean,
-        'log_likelihood_stderr': se,
-        'iwae_curve': curve,
-        'per_example': final,
-    }
 
 
 def elbo_terms(run: train.Run, x: np.ndarray, key: jax.Array, batch_size: int) -> dict[str, Any]:
@@ -284,8 +234,8 @@ def evaluate_run(
             **{k: v for k, v in terms.items() if k not in ('mean', 'log_var')},
         }
         if method in ('is', 'iwae'):
-            est = importance_sampling(
-                run,
+            est = evaluators.importance_sampling(
+                models.latent_model(run.model, run.params),
                 x,
                 jax.random.fold_in(key, 1),
                 num_samples=num_importance_samples,

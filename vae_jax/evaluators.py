@@ -2,9 +2,10 @@
 
 Batched application over a split (:func:`map_batches`, padding the last batch so one
 compiled shape serves), means with standard errors (:func:`summarize`), the compiled
-ELBO, importance-sampling and AIS estimators of a model (:func:`make_eval_fns`,
-:func:`make_ais_log_px`), a training run's evaluations (:class:`RunEvaluation`: during training
-and the final test evaluation) and its image grids (:func:`save_images`).
+ELBO of a model (:func:`make_elbo_fn`), importance-sampled log p(x) with the IWAE curve
+(:func:`importance_sampling`), AIS from the prior (:func:`make_ais_log_px`), a training
+run's evaluations (:class:`RunEvaluation`: during training and the final test
+evaluation) and its image grids (:func:`save_images`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def with_matmul_precision(fn: Callable, precision: str) -> Callable:
     return wrapped
 
 
-def make_eval_fns(model: models.VAE, config: ml_collections.ConfigDict):
-    """Jitted per-example ELBO terms and importance-sampled log p(x) on a batch."""
+def make_elbo_fn(model: models.VAE, config: ml_collections.ConfigDict) -> Callable:
+    """Jitted (params, x, key) -> per-example ELBO terms ``[B]`` (one z per example)."""
 
     def elbo_terms(params, x, key):
         lm = models.latent_model(model, params)
@@ -44,20 +45,7 @@ def make_eval_fns(model: models.VAE, config: ml_collections.ConfigDict):
         kl = 'analytic' if lm.analytic_kl else 'monte_carlo'
         return objectives.elbo(key, x, lm, num_samples=1, kl_estimator=kl)
 
-    def log_px(params, x, key, num_samples, chunk_size):
-        return estimators.importance_log_likelihood(
-            key,
-            x,
-            models.latent_model(model, params),
-            num_samples=num_samples,
-            chunk_size=chunk_size,
-        )
-
-    precision = config.precision.eval
-    return (
-        jax.jit(with_matmul_precision(elbo_terms, precision)),
-        jax.jit(with_matmul_precision(log_px, precision), static_argnums=(3, 4)),
-    )
+    return jax.jit(with_matmul_precision(elbo_terms, config.precision.eval))
 
 
 def make_ais_log_px(model: models.VAE, config: ml_collections.ConfigDict) -> Callable:
@@ -124,6 +112,55 @@ def summarize(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
+def importance_sampling(
+    lm: objectives.LatentModel,
+    x: np.ndarray,
+    key: jax.Array,
+    *,
+    num_samples: int,
+    report_k: tuple[int, ...],
+    batch_size: int,
+    max_chunk: int,
+) -> dict[str, Any]:
+    """IS estimate of log p(x) with K = ``num_samples`` and the IWAE bound at ``report_k``.
+
+    Returns:
+      ``log_likelihood`` (mean), its ``_stderr``, the per-example values, and
+      ``iwae_curve`` {K: [mean, stderr]}. Every bound uses the first K of the
+      same sequence of samples (sample k is drawn from ``fold_in(key, k)``), so
+      the curve is nested; K that are multiples of the chunk size come from the
+      main pass, other K cost a pass of their own. The final evaluation of a training
+      run and ``vae_jax.evaluate`` both estimate log p(x) here.
+    """
+    chunk = estimators.chunk_size_for(num_samples, max_chunk)
+
+    def estimate(k: int, c: int) -> np.ndarray:
+        fn = jax.jit(
+            lambda xb, kb: estimators.running_importance_log_likelihood(
+                kb, xb, lm, num_samples=k, chunk_size=c
+            )
+        )
+        out = map_batches(lambda xb, kb: {'v': fn(xb, kb).T}, x, batch_size, key)
+        return out['v']  # [N, k // c]
+
+    running = estimate(num_samples, chunk)
+    curve = {}
+    for k in sorted(set(report_k) | {num_samples}):
+        if k % chunk == 0 and k <= num_samples:
+            values = running[:, k // chunk - 1]
+        else:
+            values = estimate(k, estimators.chunk_size_for(k, max_chunk))[:, -1]
+        curve[k] = list(summarize(values))
+    final = running[:, -1]
+    mean, se = summarize(final)
+    return {
+        'log_likelihood': mean,
+        'log_likelihood_stderr': se,
+        'iwae_curve': curve,
+        'per_example': final,
+    }
+
+
 class RunEvaluation:
     """A training run's evaluations: the ELBO during training and the final evaluation.
 
@@ -139,7 +176,7 @@ class RunEvaluation:
             valid,
             test,
         )
-        self.elbo_fn, self.log_px_fn = make_eval_fns(model, config)
+        self.elbo_fn = make_elbo_fn(model, config)
         self.has_encoder = algorithms.of(config).trains_encoder  # Else no ELBO.
 
     def mean_elbo(self, params, x: np.ndarray) -> float:
@@ -167,15 +204,18 @@ class RunEvaluation:
             jax.random.fold_in(self.key, 1),
         )
         num_is = config.eval_num_importance_samples
-        chunk = estimators.chunk_size_for(num_is, config.eval_chunk_size)
-        log_px = map_batches(
-            lambda xb, k: self.log_px_fn(params, xb, k, num_is, chunk),
-            test,
-            config.eval_batch_size,
-            jax.random.fold_in(self.key, 2),
-        )['value']
+        with jax.default_matmul_precision(config.precision.eval):
+            log_px = importance_sampling(
+                models.latent_model(self.model, params),
+                test,
+                jax.random.fold_in(self.key, 2),
+                num_samples=num_is,
+                report_k=(),
+                batch_size=config.eval_batch_size,
+                max_chunk=config.eval_chunk_size,
+            )
         test_elbo, test_elbo_se = summarize(test_terms['elbo'])
-        test_ll, test_ll_se = summarize(log_px)
+        test_ll, test_ll_se = log_px['log_likelihood'], log_px['log_likelihood_stderr']
         return {
             'dataset': config.dataset,
             'algorithm': config.algorithm,
