@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from vae_jax import algorithms, baselines, likelihoods, models, objectives
+from vae_jax import algorithms, baselines, likelihoods, models, networks, objectives
 
 OPTIMIZERS = ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'stages')
@@ -153,8 +153,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, 'optimizer.name', OPTIMIZERS)
     _choice(config, 'optimizer.schedule', SCHEDULES)
     _choice(config, 'model.architecture', models.ARCHITECTURES)
-    _choice(config, 'model.activation', tuple(models.ACTIVATIONS))
-    _choice(config, 'model.gaussian_mean', models.GAUSSIAN_MEANS)
+    _choice(config, 'model.activation', tuple(networks.ACTIVATIONS))
+    _choice(config, 'model.gaussian_mean', networks.GAUSSIAN_MEANS)
     _choice(config, 'mcem.step_size_adaptation', baselines.STEP_SIZE_ADAPTATIONS)
     if 'precision' in config:  # Absent from configs stored before it existed.
         _choice(config, 'precision.train', PRECISIONS)
