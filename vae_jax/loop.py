@@ -5,9 +5,9 @@ One compiled ``lax.scan`` over steps (:func:`make_multi_step`) is fed by one bat
 index inside the scan) or :class:`HostBatches` (batches gathered on the host and sent in
 chunks; data-parallel runs send each process's rows of the global batch). :func:`train`
 runs it from step to step at which the host must act and calls the periodic work
-after each dispatch as hooks (:class:`Reporter`: logs, validation ELBO, the non-finite
-check; :class:`Checkpointer`; :class:`Periodic`, e.g. pictures); a stop signal saves a
-checkpoint and raises :class:`TrainingInterrupted`. Callers: ``train.train_and_evaluate``
+after each dispatch as hooks (:mod:`vae_jax.hooks`: logs, validation ELBO, the
+non-finite check, checkpoints, pictures); a stop signal saves a checkpoint and raises
+:class:`TrainingInterrupted`. Callers: ``train.train_and_evaluate``
 (one run, on one device or data-parallel) and ``vectorized.train_vectorized`` (P points
 at once, whose hooks look at one point each).
 
@@ -17,7 +17,6 @@ at once, whose hooks look at one point each).
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import signal
@@ -32,13 +31,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vae_jax import checkpointing, parallel, reporting
+from vae_jax import checkpointing, parallel
 
 Hook = Callable[[int, Any, dict[str, np.ndarray]], None]  # (step, state, metrics) -> None
-
-
-def _identity(tree: Any) -> Any:
-    return tree
 
 
 class TrainingInterrupted(Exception):  # noqa: N818 (not an error: the run stopped on request)
@@ -339,118 +334,3 @@ def train(
     finally:
         for hook in hooks:
             getattr(hook, 'close', lambda: None)()
-
-
-# --------------------------------------------------------------------------- hooks
-
-
-def merge_metrics(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """Per-step metrics of a logging window -> window means; ``skipped`` -> a count.
-
-    Steps skipped for non-finite values (``config.nonfinite='skip'``) are left out of
-    the means; a window whose every step was skipped has the count only.
-    """
-    cat = {k: np.concatenate([np.atleast_1d(p[k]) for p in pending]) for k in pending[0]}
-    if 'skipped' not in cat:
-        return {k: float(np.mean(v)) for k, v in cat.items()}
-    kept = cat.pop('skipped') == 0
-    merged = {k: float(np.mean(v[kept])) for k, v in cat.items() if kept.any()}
-    merged['skipped_steps'] = float(np.sum(~kept))
-    return merged
-
-
-class Reporter:
-    """One run's training metrics: checked after every dispatch, logged every window.
-
-    After each dispatch: with ``config.nonfinite='stop'``, a non-finite metric raises
-    ``reporting.NonFiniteError`` (naming ``name``, the sweep point, when given). Every
-    ``log_every_steps`` and at the last step: the window's means as ``train_*``, the
-    rate, and ``evaluate(params)``'s scalars (validation ELBO) every ``eval_every_steps``,
-    to ``writer`` and ``progress`` (either may be None: other processes, sweeps).
-
-    Args:
-      select: this run's part of the loop's state and metrics (a sweep point's slice;
-        host copies of replicated arrays).
-    """
-
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        timer: Timer,
-        *,
-        writer: reporting.MetricWriter | None,
-        progress: reporting.Progress | None,
-        manager: Any,
-        evaluate: Callable[[Any], dict[str, float]] | None = None,
-        select: Callable[[Any], Any] = _identity,
-        name: str | None = None,
-    ):
-        self._config, self._timer, self._writer, self._progress = config, timer, writer, progress
-        self._manager, self._evaluate, self._select, self._name = manager, evaluate, select, name
-        self._pending: list[dict[str, np.ndarray]] = []
-
-    def __call__(self, step: int, state: Any, metrics: dict[str, np.ndarray]) -> None:
-        config = self._config
-        metrics = self._select(metrics)
-        self._pending.append(metrics)
-        if config.nonfinite != 'skip':  # 'skip' kept the state of every non-finite step.
-            reporting.check_finite(metrics, step, self._manager, name=self._name)
-        if step % config.log_every_steps and step != config.num_steps:
-            return
-        merged = merge_metrics(self._pending)
-        self._pending = []
-        if merged.get('skipped_steps'):
-            logging.warning(
-                '%sskipped %d steps up to step %d: non-finite loss, gradient or '
-                'parameters (config.nonfinite=skip)',
-                f'{self._name}: ' if self._name else '',
-                merged['skipped_steps'],
-                step,
-            )
-        rate = self._timer.steps_per_sec
-        scalars = {f'train_{k}': v for k, v in merged.items()}
-        if math.isfinite(rate):  # Unknown until a dispatch after compilation.
-            scalars['steps_per_sec'] = rate
-        if self._evaluate and config.eval_every_steps and step % config.eval_every_steps == 0:
-            scalars.update(self._evaluate(self._select(state).params))
-        if self._writer is not None:
-            self._writer.write(step, scalars)
-        if self._progress is not None:
-            self._progress.update(
-                step, merged.get('elbo', merged.get('objective', float('nan'))), rate
-            )
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
-
-
-class Checkpointer:
-    """Saves ``select(state)`` every ``checkpoint_every_steps`` and at the last step."""
-
-    def __init__(
-        self,
-        manager: Any,
-        config: ml_collections.ConfigDict,
-        select: Callable[[Any], Any] = _identity,
-    ):
-        self.manager, self._config, self._select = manager, config, select
-
-    def __call__(self, step: int, state: Any, metrics: Any = None) -> None:
-        if step % self._config.checkpoint_every_steps == 0 or step == self._config.num_steps:
-            checkpointing.save(self.manager, step, self._select(state))
-
-    def save_now(self, step: int, state: Any) -> None:
-        checkpointing.save(self.manager, step, self._select(state))
-        checkpointing.wait(self.manager)
-
-
-class Periodic:
-    """Calls ``fn(step, select(state))`` every ``every`` steps (never when ``every`` is 0)."""
-
-    def __init__(self, every: int, fn: Callable[[int, Any], None], select=_identity):
-        self._every, self._fn, self._select = every, fn, select
-
-    def __call__(self, step: int, state: Any, metrics: Any = None) -> None:
-        if self._every and step % self._every == 0:
-            self._fn(step, self._select(state))

@@ -38,6 +38,7 @@ from vae_jax import (
     configuration,
     data,
     evaluators,
+    hooks,
     loop,
     models,
     optimizers,
@@ -313,8 +314,8 @@ def train_and_evaluate(
     evaluation = evaluators.RunEvaluation(config, setup.model, streams.eval, valid, test)
     writer = reporting.MetricWriter(workdir, start_step) if primary else None
     timer = loop.Timer()
-    hooks = [
-        loop.Reporter(
+    actions = [
+        hooks.Reporter(
             config,
             timer,
             writer=writer,
@@ -324,14 +325,14 @@ def train_and_evaluate(
             select=host,
         )
     ]
-    checkpoints = loop.Checkpointer(manager, config, select=host)
+    checkpoints = hooks.Checkpointer(manager, config, select=host)
     if primary:
         pictures = functools.partial(
             evaluators.save_images, config, workdir, setup.model, x=test, key=streams.images
         )
-        hooks += [
+        actions += [
             checkpoints,
-            loop.Periodic(
+            hooks.Periodic(
                 config.image_every_steps, lambda step, s: pictures(s.params, step=step), host
             ),
         ]
@@ -342,7 +343,7 @@ def train_and_evaluate(
             writer.close()
 
     state, timer = loop.train(
-        config, state, dispatch, start_step=start_step, hooks=hooks, on_stop=on_stop,
+        config, state, dispatch, start_step=start_step, hooks=actions, on_stop=on_stop,
         workdir=workdir, timer=timer,
     )  # fmt: skip
     state = host(state)

@@ -41,6 +41,7 @@ from vae_jax import (
     configuration,
     data,
     evaluators,
+    hooks,
     loop,
     optimizers,
     parallel,
@@ -305,10 +306,10 @@ def train_vectorized(
 
     timer = loop.Timer()
     collected: list[dict[str, np.ndarray]] = []
-    hooks: list[loop.Hook] = [lambda step, state, metrics: collected.append(metrics)]
+    actions: list[loop.Hook] = [lambda step, state, metrics: collected.append(metrics)]
     if on_dispatch is not None:
-        hooks.append(lambda step, state, metrics: on_dispatch())
-    hooks.append(_log_points(base, len(points)))
+        actions.append(lambda step, state, metrics: on_dispatch())
+    actions.append(_log_points(base, len(points)))
     checkpointers = []
     for i, c in enumerate(configs):
         validation = None
@@ -317,8 +318,8 @@ def train_vectorized(
                 c, setups[0].model, streams[i].eval, loaded[i][2], loaded[i][3]
             )
             validation = evaluation.during_training if evaluation.has_encoder else None
-        hooks.append(
-            loop.Reporter(
+        actions.append(
+            hooks.Reporter(
                 c,
                 timer,
                 writer=writers[i],
@@ -330,8 +331,8 @@ def train_vectorized(
             )
         )
         if workdirs is not None:
-            checkpointers.append(loop.Checkpointer(managers[i], c, select=_point(i)))
-    hooks += checkpointers
+            checkpointers.append(hooks.Checkpointer(managers[i], c, select=_point(i)))
+    actions += checkpointers
 
     def on_stop(step: int, state: Any) -> None:
         for ckpt, writer in zip(checkpointers, writers, strict=False):
@@ -343,7 +344,7 @@ def train_vectorized(
         state,
         dispatch,
         start_step=start_step,
-        hooks=hooks,
+        hooks=actions,
         on_stop=on_stop,
         workdir=os.path.commonpath(list(workdirs)) if workdirs else '',
         timer=timer,
