@@ -1,6 +1,7 @@
 """The evaluation CLI on a tiny trained workdir."""
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -230,3 +231,32 @@ def test_mcem_run_is_evaluated_without_its_encoder(tmp_path):
     )
     assert np.isfinite(result['log_likelihood'])
     assert 'elbo' not in result and 'diagnostics' not in result
+
+
+def test_long_evaluation_passes_log_progress_with_an_eta(caplog):
+    """A pass over batches logs done/total and an ETA from the time per batch so far."""
+    from vae_jax import reporting
+
+    now = [0.0]
+    countdown = reporting.Countdown(
+        'importance sampling', 10, every_seconds=5.0, clock=lambda: now[0]
+    )
+    with caplog.at_level(logging.INFO):
+        for done in range(1, 11):
+            now[0] += 2.0  # Two seconds per batch.
+            countdown.update(done)
+    lines = [r.getMessage() for r in caplog.records if 'importance sampling' in r.getMessage()]
+    # At 6 s (3 batches: ETA 14 s), 12 s (6 batches), 18 s (9 batches) and at the end.
+    assert lines[0] == 'importance sampling: 3/10 batches | elapsed 0:00:06 | ETA 0:00:14'
+    assert len(lines) == 4 and lines[-1].startswith('importance sampling: 10/10 batches')
+    assert lines[-1].endswith('ETA 0:00:00')
+
+
+def test_a_short_pass_stays_silent(caplog):
+    from vae_jax import reporting
+
+    with caplog.at_level(logging.INFO):
+        countdown = reporting.Countdown('ELBO', 3, every_seconds=60.0)
+        for done in range(1, 4):
+            countdown.update(done)
+    assert not [r for r in caplog.records if r.getMessage().startswith('ELBO:')]

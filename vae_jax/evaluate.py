@@ -91,7 +91,7 @@ def elbo_terms(run: train.Run, x: np.ndarray, key: jax.Array, batch_size: int) -
         means = run.model.apply({'params': run.params}, xb, method=run.model.posterior_means)
         return {**terms, 'mean': jnp.concatenate(means, axis=-1)}
 
-    out = evaluators.map_batches(fn, x, batch_size, key)
+    out = evaluators.map_batches(fn, x, batch_size, key, progress=f'ELBO, {x.shape[0]} examples')
     elbo, elbo_se = evaluators.summarize(out['elbo'])
     return {
         'elbo': elbo,
@@ -142,6 +142,7 @@ def _mcmc_estimate(
         x,
         batch_size,
         jax.random.fold_in(key, 0),
+        progress=f'{method}, {x.shape[0]} examples',
     )
     mean, se = evaluators.summarize(out['log_px'])
     result: dict[str, Any] = {'log_likelihood': mean, 'log_likelihood_stderr': se}

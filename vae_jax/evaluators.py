@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vae_jax import ais, algorithms, estimators, models, objectives, plotting
+from vae_jax import ais, algorithms, estimators, models, objectives, plotting, reporting
 
 
 def with_matmul_precision(fn: Callable, precision: str) -> Callable:
@@ -84,14 +84,18 @@ def save_images(config, workdir, model, params, x, key, step: int | None = None)
 
 
 def map_batches(
-    fn: Callable, x: np.ndarray, batch_size: int, key: jax.Array
+    fn: Callable, x: np.ndarray, batch_size: int, key: jax.Array, *, progress: str | None = None
 ) -> dict[str, np.ndarray]:
     """Applies fn(x_batch, key_b) -> dict of [b] arrays over x in batches; concatenates.
 
     The last batch is padded to ``batch_size`` so that one compiled shape serves.
+    ``progress``: a label; long passes then log their progress with an ETA
+    (``reporting.Countdown``).
     """
     outs: dict[str, list] = {}
     n = x.shape[0]
+    num_batches = -(-n // batch_size)
+    countdown = reporting.Countdown(progress, num_batches) if progress else None
     for b, start in enumerate(range(0, n, batch_size)):
         xb = x[start : start + batch_size]
         valid = xb.shape[0]
@@ -101,6 +105,8 @@ def map_batches(
         res = res if isinstance(res, dict) else {'value': res}
         for k, v in res.items():
             outs.setdefault(k, []).append(np.asarray(v)[:valid])
+        if countdown is not None:
+            countdown.update(b + 1)
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
@@ -140,7 +146,13 @@ def importance_sampling(
                 kb, xb, lm, num_samples=k, chunk_size=c
             )
         )
-        out = map_batches(lambda xb, kb: {'v': fn(xb, kb).T}, x, batch_size, key)
+        out = map_batches(
+            lambda xb, kb: {'v': fn(xb, kb).T},
+            x,
+            batch_size,
+            key,
+            progress=f'importance sampling, K = {k}, {x.shape[0]} examples',
+        )
         return out['v']  # [N, k // c]
 
     running = estimate(num_samples, chunk)
@@ -238,6 +250,7 @@ def final_eval_mcem(config, model, params, test, eval_key: jax.Array) -> dict[st
         test,
         config.eval_batch_size,
         jax.random.fold_in(eval_key, 2),
+        progress=f'AIS, {config.eval_ais_steps} steps, {test.shape[0]} examples',
     )['value']
     test_ll, test_ll_se = summarize(log_px)
     return {

@@ -115,6 +115,41 @@ class Progress:
             self._stream.flush()
 
 
+class Countdown:
+    """Progress of a long pass (an evaluation over batches): done/total, elapsed, ETA.
+
+    Logs ``label: i/n batches | elapsed 0:01:02 | ETA 0:02:10`` at most every
+    ``every_seconds`` and once at the end, so that a three-minute importance-sampling
+    pass is not silent; a pass shorter than ``every_seconds`` logs nothing.
+    """
+
+    def __init__(
+        self, label: str, total: int, every_seconds: float = 10.0, clock=time.perf_counter
+    ):
+        self._label, self._total, self._every, self._clock = label, total, every_seconds, clock
+        self._t0 = self._last = clock()
+
+    def update(self, done: int) -> None:
+        now = self._clock()
+        elapsed = now - self._t0
+        if now - self._last < self._every and not (done == self._total and elapsed >= self._every):
+            return
+        self._last = now
+        eta = elapsed / done * (self._total - done) if done else float('nan')
+        logging.info(
+            '%s: %d/%d batches | elapsed %s | ETA %s',
+            self._label,
+            done,
+            self._total,
+            _duration(elapsed),
+            _duration(eta),
+        )
+
+
+def _duration(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds))) if math.isfinite(seconds) else '?'
+
+
 class NonFiniteError(FloatingPointError):
     """Training produced a NaN or infinity; the message names the step and the term."""
 
