@@ -333,6 +333,20 @@ def test_npz_binary_flag_and_valid_size(tmp_path):
     assert s.binary and (len(s.train), len(s.valid)) == (15, 5)
 
 
+def test_npz_uint8_zero_one_is_binary_data_not_grey_levels(tmp_path):
+    """uint8 arrays holding only 0 and 1 are kept 0/1, not divided by 255 to {0, 1/255}."""
+    rng = np.random.default_rng(0)
+    bits = {'train': rng.integers(0, 2, (20, 6), dtype=np.uint8), 'test': np.eye(6, dtype=np.uint8)}
+    np.savez(tmp_path / 'bits.npz', **bits)
+    s = data.load(f'npz:{tmp_path / "bits.npz"}')
+    assert s.binary and s.train.max() == 1.0
+    np.testing.assert_array_equal(s.test, np.eye(6, dtype=np.float32))
+    # A grey split anywhere makes every uint8 split grey levels, divided by 255.
+    np.savez(tmp_path / 'grey.npz', train=bits['train'], test=np.full((2, 6), 255, np.uint8))
+    s = data.load(f'npz:{tmp_path / "grey.npz"}')
+    assert not s.binary and s.train.max() == np.float32(1 / 255) and s.test.max() == 1.0
+
+
 def test_npz_nan_names_array_and_index(tmp_path):
     valid = np.zeros((3, 4), np.float32)
     valid[2, 1] = np.nan

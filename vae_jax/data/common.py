@@ -144,6 +144,18 @@ def read_bytes(path: Path) -> tuple[bytes, bool]:
     return out, not dec.eof
 
 
+def zero_one_as_bool(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """uint8 splits that all hold only 0 and 1 are binary data: returned as bool.
+
+    ``to_float`` divides uint8 by 255, which would silently turn stored 0/1 data (TFDS
+    binarized_mnist, a user's npz) into {0, 1/255}; grey levels 0 and 1 out of 255 in
+    every pixel of every split are not a plausible image set, so the values decide.
+    """
+    if all(a.dtype == np.uint8 and a.size and a.max() <= 1 for a in arrays.values()):
+        return {k: a.astype(np.bool_) for k, a in arrays.items()}
+    return arrays
+
+
 def to_float(x: np.ndarray, where: str, split: str) -> np.ndarray:
     """uint8 -> /255, bool -> 0/1, float -> float32; other dtypes are ambiguous."""
     if x.dtype == np.uint8:

@@ -249,9 +249,8 @@ def load_npz(name: str, file: str, valid_size: int | None) -> Splits:
         train, valid = train[:-v], train[-v:]
     # Float data may be continuous (Gaussian decoder), so only ints/bools are range-checked.
     unit = not any(np.issubdtype(a.dtype, np.floating) for a in (train, valid, stored['test']))
-    return common.make(
-        name, str(path), {'train': train, 'valid': valid, 'test': stored['test']}, unit_range=unit
-    )
+    arrays = common.zero_one_as_bool({'train': train, 'valid': valid, 'test': stored['test']})
+    return common.make(name, str(path), arrays, unit_range=unit)
 
 
 # ----------------------------------------------------------------------------

@@ -86,11 +86,8 @@ def load_tfds(name: str, tfds_name: str, data_dir: str, valid_size: int | None) 
         train = arrays['train']
         v = common.valid_count(name, valid_size, max(1, len(train) // 10), len(train))
         arrays['train'], arrays['valid'] = train[:-v], train[-v:]
-    # TFDS binarized_mnist stores 0/1 as uint8; scaling that by 1/255 would
-    # silently destroy it, so uint8 data that is 0/1 in every split is kept as is.
-    zero_one = all(a.dtype == np.uint8 and a.max() <= 1 for a in arrays.values())
     for split, a in arrays.items():
         if a.ndim == 4 and a.shape[-1] == 1:
-            a = a[..., 0]  # (N, H, W) like the local loaders.
-        arrays[split] = a.astype(np.bool_) if zero_one else a
-    return common.make(name, where, arrays)
+            arrays[split] = a[..., 0]  # (N, H, W) like the local loaders.
+    # TFDS binarized_mnist stores 0/1 as uint8.
+    return common.make(name, where, common.zero_one_as_bool(arrays))
