@@ -260,3 +260,29 @@ def test_a_short_pass_stays_silent(caplog):
         for done in range(1, 4):
             countdown.update(done)
     assert not [r for r in caplog.records if r.getMessage().startswith('ELBO:')]
+
+
+def test_an_unwritable_output_is_refused_before_any_work(workdir, tmp_path, monkeypatch):
+    cmd = [
+        sys.executable,
+        '-m',
+        'vae_jax.evaluate',
+        f'--workdir={workdir}',
+        '--num_importance_samples=8',
+        f'--plot={tmp_path / "missing" / "d.png"}',
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 1 and 'Traceback' not in out.stderr
+    assert 'error: cannot write --plot=' in out.stderr and 'does not exist' in out.stderr
+    assert 'importance sampling' not in out.stderr  # Refused before any evaluation.
+
+    # A workdir that cannot take the results file (read-only mount; root ignores chmod).
+    def read_only(*args, **kwargs):
+        raise PermissionError(30, 'Read-only file system')
+
+    monkeypatch.setattr(evaluate.tempfile, 'NamedTemporaryFile', read_only)
+    started = []
+    monkeypatch.setattr(evaluate.train, 'split_data', lambda *a: started.append(1))
+    with pytest.raises(ValueError, match='cannot write the results file into .*Read-only'):
+        evaluate.evaluate_run(str(workdir), num_importance_samples=8)
+    assert not started

@@ -44,6 +44,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -203,6 +204,8 @@ def evaluate_run(
         raise ValueError(f'--num_importance_samples must be > 0, got {num_importance_samples}')
     t0 = time.perf_counter()
     run = train.load_run(workdir)
+    if write:  # Before minutes of work, not after.
+        require_writable(workdir, 'the results file')
     if precision is None:
         precision = run.config.precision.eval
     if precision not in configuration.PRECISIONS:
@@ -294,6 +297,18 @@ def evaluate_run(
     return result
 
 
+def require_writable(folder: str, what: str) -> None:
+    """Raises ValueError unless a file can be created in ``folder`` (tried, not guessed:
+    permission bits say nothing about read-only mounts or, for root, anything)."""
+    if not os.path.isdir(folder):
+        raise ValueError(f'cannot write {what}: folder {folder!r} does not exist')
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.vae_jax_write_test_'):
+            pass
+    except OSError as e:
+        raise ValueError(f'cannot write {what} into {folder!r}: {e.strerror or e}') from e
+
+
 def plot_diagnostics(result: dict[str, Any], path: str) -> None:
     """Bar charts of KL per dimension and posterior-mean variance (active units)."""
     import matplotlib  # Deferred: about a second of imports.
@@ -365,6 +380,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     try:
+        if _PLOT.value:
+            require_writable(os.path.dirname(os.path.abspath(_PLOT.value)), f'--plot={_PLOT.value}')
         result = evaluate_run(
             _WORKDIR.value,
             split=_SPLIT.value,
