@@ -56,7 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.likelihood = 'bernoulli'
     # Training objective: 'elbo' (SGVB) or 'iwae' (importance-weighted bound).
     config.objective = 'elbo'
-    # For 'elbo': 'analytic' (SGVB estimator B) or 'monte_carlo' (estimator A).
+    # For 'elbo': 'analytic' (SGVB estimator B) or 'monte_carlo' (estimator A); 'iwae'
+    # requires 'monte_carlo' (its bound is estimated from importance weights).
     config.kl_estimator = 'analytic'
     # L samples of z per example for the ELBO, or K for IWAE.
     config.num_samples = 1

@@ -9,5 +9,6 @@ from configs import default
 def get_config():
     config = default.get_config()
     config.objective = 'iwae'
+    config.kl_estimator = 'monte_carlo'  # The bound is estimated from importance weights.
     config.num_samples = 5
     return config

@@ -260,3 +260,9 @@ def test_evaluation_splits_do_not_change_with_seed_or_binarisation(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0 and out.exists(), done.stderr[-2000:]
+
+
+def test_a_kl_estimator_the_iwae_objective_would_ignore_is_refused():
+    with pytest.raises(configuration.ConfigError, match='does not apply to objective=iwae'):
+        configuration.validate(tiny_config(objective='iwae', num_samples=5))
+    configuration.validate(tiny_config(objective='iwae', num_samples=5, kl_estimator='monte_carlo'))

@@ -223,6 +223,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             'config.beta only weights the ELBO; set --config.beta=1 with objective=iwae.'
         )
+    if config.objective == 'iwae' and config.kl_estimator != 'monte_carlo':
+        # The IWAE bound has no KL term: it is estimated from importance weights, i.e. by
+        # Monte Carlo; 'analytic' would be recorded in config.json and silently ignored.
+        raise ConfigError(
+            f'config.kl_estimator={config.kl_estimator!r} does not apply to objective=iwae, '
+            'whose bound is a Monte Carlo estimate from importance weights (no KL term); '
+            'set --config.kl_estimator=monte_carlo.'
+        )
     _optimizer_fields(config.optimizer)
     target = config.mcem.target_acceptance
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
