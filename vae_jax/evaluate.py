@@ -397,8 +397,7 @@ def main(argv):
             precision=_PRECISION.value or None,
         )
     except (FileNotFoundError, ValueError, data.DataError) as e:
-        logging.error('%s', e)
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e}')  # Once: not also through absl's log.
     if _PLOT.value and 'diagnostics' in result:
         plot_diagnostics(result, _PLOT.value)
     elif _PLOT.value:

@@ -100,8 +100,7 @@ def main(argv):
         print(f'interrupted: {e}', file=sys.stderr)
         sys.exit(e.exit_code)
     except _REPORTED as e:
-        logging.error('%s', e)
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e}')  # Once: not also through absl's log.
 
 
 if __name__ == '__main__':

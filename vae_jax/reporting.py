@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -124,9 +125,15 @@ class Countdown:
     """
 
     def __init__(
-        self, label: str, total: int, every_seconds: float = 10.0, clock=time.perf_counter
+        self,
+        label: str,
+        total: int,
+        every_seconds: float = 10.0,
+        clock: Callable[[], float] = time.perf_counter,
+        log: Callable[..., None] = logging.info,
     ):
         self._label, self._total, self._every, self._clock = label, total, every_seconds, clock
+        self._log = log
         self._t0 = self._last = clock()
 
     def update(self, done: int) -> None:
@@ -136,7 +143,7 @@ class Countdown:
             return
         self._last = now
         eta = elapsed / done * (self._total - done) if done else float('nan')
-        logging.info(
+        self._log(
             '%s: %d/%d batches | elapsed %s | ETA %s',
             self._label,
             done,

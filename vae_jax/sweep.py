@@ -249,8 +249,7 @@ def main(argv):
         checkpointing.WorkdirConflictError,
         reporting.NonFiniteError,
     ) as e:
-        logging.error('%s', e)
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e}')  # Once: not also through absl's log.
     print(json.dumps({'points': len(rows), 'csv': os.path.join(workdir, 'sweep_results.csv')}))
 
 
