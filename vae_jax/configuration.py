@@ -96,10 +96,26 @@ def _aevb_with_monte_carlo_kl(config: ml_collections.ConfigDict, model: str) -> 
         )
 
 
+def _int_tuple(value, field: str, what: str = 'positive ints') -> tuple[int, ...]:
+    """``value`` as a tuple of positive ints, or ConfigError naming ``config.<field>``."""
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value
+    ):
+        raise ConfigError(f'config.{field} must be a tuple of {what}, got {value!r}.')
+    return tuple(value)
+
+
 def _hierarchy_fields(config: ml_collections.ConfigDict) -> None:
     """model.upper_latent_dims / upper_hidden_dims: hierarchical only, one width tuple per layer."""
-    upper = tuple(config.model.get('upper_latent_dims', ()))
-    widths = tuple(tuple(h) for h in config.model.get('upper_hidden_dims', ()))
+    upper = _int_tuple(config.model.upper_latent_dims, 'model.upper_latent_dims')
+    nested = config.model.upper_hidden_dims
+    if not isinstance(nested, (list, tuple)):
+        raise ConfigError(
+            f'config.model.upper_hidden_dims must be a tuple of width tuples, got {nested!r}.'
+        )
+    widths = tuple(
+        _int_tuple(h, 'model.upper_hidden_dims', 'width tuples of positive ints') for h in nested
+    )
     hierarchical = config.model.architecture == 'hierarchical'
     if not hierarchical:
         for field, value in (('upper_latent_dims', upper), ('upper_hidden_dims', widths)):
@@ -125,11 +141,11 @@ def _hierarchy_fields(config: ml_collections.ConfigDict) -> None:
 def _prior_fields(config: ml_collections.ConfigDict) -> None:
     """model.prior: 'vamp' needs one Gaussian layer, AEVB and the Monte Carlo KL."""
     _choice(config, 'model.prior', models.PRIORS)
-    if config.model.prior != 'vamp':
-        return
     k = config.model.num_pseudo_inputs
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f'config.model.num_pseudo_inputs must be an int >= 1, got {k!r}.')
+    if config.model.prior != 'vamp':
+        return
     if config.model.architecture == 'hierarchical':
         raise ConfigError(
             "config.model.prior='vamp' is a prior on one latent layer; with "
@@ -210,9 +226,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f'config.model.min_log_var must be None or a finite number, got {floor!r}.'
         )
-    dims = tuple(config.model.hidden_dims)
-    if not all(isinstance(d, int) and d > 0 for d in dims):
-        raise ConfigError(f'config.model.hidden_dims must be positive ints, got {dims!r}.')
+    dims = _int_tuple(config.model.hidden_dims, 'model.hidden_dims')
+    channels = _int_tuple(config.model.conv_channels, 'model.conv_channels')
+    if config.model.architecture == 'conv' and not channels:
+        raise ConfigError('config.model.conv_channels is empty; a conv model needs a layer.')
     if config.model.architecture == 'mlp' and not dims:
         raise ConfigError(
             'config.model.hidden_dims is empty; an MLP needs at least one hidden layer.'
