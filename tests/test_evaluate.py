@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import tiny_config
 
-from vae_jax import ais, diagnostics, evaluate, likelihoods, train
+from vae_jax import ais, cli, diagnostics, evaluate, likelihoods, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -281,7 +281,7 @@ def test_an_unwritable_output_is_refused_before_any_work(workdir, tmp_path, monk
     def read_only(*args, **kwargs):
         raise PermissionError(30, 'Read-only file system')
 
-    monkeypatch.setattr(evaluate.tempfile, 'NamedTemporaryFile', read_only)
+    monkeypatch.setattr(cli.tempfile, 'NamedTemporaryFile', read_only)
     started = []
     monkeypatch.setattr(evaluate.train, 'split_data', lambda *a: started.append(1))
     with pytest.raises(ValueError, match='cannot write the results file into .*Read-only'):

@@ -44,7 +44,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -55,6 +54,7 @@ from absl import app, flags, logging
 
 from vae_jax import (
     algorithms,
+    cli,
     configuration,
     data,
     diagnostics,
@@ -205,7 +205,7 @@ def evaluate_run(
     t0 = time.perf_counter()
     run = train.load_run(workdir)
     if write:  # Before minutes of work, not after.
-        require_writable(workdir, 'the results file')
+        cli.require_writable(workdir, 'the results file')
     if precision is None:
         precision = run.config.precision.eval
     if precision not in configuration.PRECISIONS:
@@ -297,18 +297,6 @@ def evaluate_run(
     return result
 
 
-def require_writable(folder: str, what: str) -> None:
-    """Raises ValueError unless a file can be created in ``folder`` (tried, not guessed:
-    permission bits say nothing about read-only mounts or, for root, anything)."""
-    if not os.path.isdir(folder):
-        raise ValueError(f'cannot write {what}: folder {folder!r} does not exist')
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix='.vae_jax_write_test_'):
-            pass
-    except OSError as e:
-        raise ValueError(f'cannot write {what} into {folder!r}: {e.strerror or e}') from e
-
-
 def plot_diagnostics(result: dict[str, Any], path: str) -> None:
     """Bar charts of KL per dimension and posterior-mean variance (active units)."""
     import matplotlib  # Deferred: about a second of imports.
@@ -354,19 +342,27 @@ _K = flags.DEFINE_integer(
     None,
     f'K: samples per example for is/iwae, chains for ais, posterior samples for appendix_d '
     f'(default {DEFAULT_K}).',
+    lower_bound=1,
 )
 _REPORT_K = flags.DEFINE_list('report_k', [], 'Also report the IWAE bound at these K.')
-_BATCH = flags.DEFINE_integer('batch_size', 100, 'Examples per batch.')
+_BATCH = flags.DEFINE_integer('batch_size', 100, 'Examples per batch.', lower_bound=1)
 _CHUNK = flags.DEFINE_integer(
     'chunk_size',
     100,
     'Most samples of z per example drawn at once. batch_size x chunk_size decoder rows stay '
     'in cache on a CPU: 100 x 100 ran ~1.7x faster than 100 x 500 (benchmarks/README.md).',
+    lower_bound=1,
 )
-_MAX_EXAMPLES = flags.DEFINE_integer('max_examples', 0, 'Use only the first N examples (0: all).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the estimator.')
-_AIS_STEPS = flags.DEFINE_integer('ais_steps', 500, 'AIS intermediate distributions.')
-_BDMC = flags.DEFINE_integer('bdmc_examples', 16, 'ais: examples simulated for BDMC (0: none).')
+_MAX_EXAMPLES = flags.DEFINE_integer(
+    'max_examples', 0, 'Use only the first N examples (0: all).', lower_bound=0
+)
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the estimator.', lower_bound=0)
+_AIS_STEPS = flags.DEFINE_integer(
+    'ais_steps', 500, 'AIS intermediate distributions.', lower_bound=1
+)
+_BDMC = flags.DEFINE_integer(
+    'bdmc_examples', 16, 'ais: examples simulated for BDMC (0: none).', lower_bound=0
+)
 _PRECISION = flags.DEFINE_enum(
     'precision',
     '',
@@ -376,12 +372,21 @@ _PRECISION = flags.DEFINE_enum(
 _PLOT = flags.DEFINE_string('plot', '', 'If set, draw the diagnostics to this PNG.')
 
 
+@flags.validator('report_k', message='--report_k takes distinct positive integers, e.g. 1,5,50')
+def _distinct_positive_ints(values: list[str]) -> bool:
+    try:
+        ks = [int(v) for v in values]
+    except ValueError:
+        return False
+    return all(k > 0 for k in ks) and len(set(ks)) == len(ks)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     try:
         if _PLOT.value:
-            require_writable(os.path.dirname(os.path.abspath(_PLOT.value)), f'--plot={_PLOT.value}')
+            cli.require_png(_PLOT.value, '--plot')
         result = evaluate_run(
             _WORKDIR.value,
             split=_SPLIT.value,
@@ -407,4 +412,4 @@ def main(argv):
 
 if __name__ == '__main__':
     flags.mark_flags_as_required(['workdir'])
-    app.run(main)
+    cli.run(main)

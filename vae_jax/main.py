@@ -21,7 +21,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import checkpointing, configuration, data, loop, parallel, reporting, train
+from vae_jax import checkpointing, cli, configuration, data, loop, parallel, reporting, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config().', lock_config=True
@@ -63,27 +63,6 @@ _REPORTED = (
 )
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, plus one line for an unknown ``--config.*`` field.
-
-    ml_collections reports a field that the locked config lacks as an AttributeError
-    from inside the flag parser, which absl would show as a bare traceback.
-    """
-    try:
-        return app.parse_flags_with_usage(argv)
-    except (AttributeError, KeyError) as e:
-        name = str(e).strip('"\'')
-        given = [
-            a.split('=')[0]
-            for a in argv[1:]
-            if a.startswith('--config.') and name in a.split('=')[0]
-        ]
-        sys.exit(
-            f'error: {given[0] if given else name}: no such config field; every field is '
-            'listed, with what it does, in configs/default.py.'
-        )
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -93,8 +72,13 @@ def main(argv):
         )
     except ValueError as e:
         sys.exit(f'error: {e}')
+    config = cli.config_value(_CONFIG)
     try:
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, restart=_RESTART.value)
+        cli.require_workdir(_WORKDIR.value)
+    except ValueError as e:
+        sys.exit(f'error: {e}')
+    try:
+        train.train_and_evaluate(config, _WORKDIR.value, restart=_RESTART.value)
     except loop.TrainingInterrupted as e:
         logging.warning('interrupted: %s', e)
         print(f'interrupted: {e}', file=sys.stderr)
@@ -104,4 +88,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main)

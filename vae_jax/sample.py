@@ -17,10 +17,10 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from vae_jax import data, models, plotting, train
+from vae_jax import cli, data, models, plotting, train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
-_NUM = flags.DEFINE_integer('num', 64, 'Number of samples.')
+_NUM = flags.DEFINE_integer('num', 64, 'Number of samples.', lower_bound=1)
 _SOURCE = flags.DEFINE_enum('source', 'prior', ['prior', 'posterior'], 'Where z comes from.')
 _SPLIT = flags.DEFINE_enum(
     'split', 'train', ['train', 'valid', 'test'], 'Data split for --source=posterior.'
@@ -31,8 +31,9 @@ _MANIFOLD = flags.DEFINE_integer(
     0,
     'If > 0: draw the n x n learned manifold of a 2-D latent space through the '
     'inverse Gaussian CDF (Kingma & Welling 2013, Figure 4); ignores --num and --source.',
+    lower_bound=0,
 )
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the draws.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the draws.', lower_bound=0)
 _OUT = flags.DEFINE_string('out', None, 'Output PNG path.')
 flags.mark_flags_as_required(['workdir', 'out'])
 
@@ -41,8 +42,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     try:
+        cli.require_png(_OUT.value, '--out')
         run = train.load_run(_WORKDIR.value)
-    except (FileNotFoundError, data.DataError) as e:
+    except (FileNotFoundError, ValueError, data.DataError) as e:
         sys.exit(f'error: {e}')
     config, model, params = run.config, run.model, run.params
     key = jax.random.key(_SEED.value)
@@ -73,4 +75,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main)

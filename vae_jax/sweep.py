@@ -32,7 +32,16 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import checkpointing, configuration, data, reporting, sweep_points, train, vectorized
+from vae_jax import (
+    checkpointing,
+    cli,
+    configuration,
+    data,
+    reporting,
+    sweep_points,
+    train,
+    vectorized,
+)
 
 
 def load_sweep(config_path: str) -> list[sweep_points.Point] | None:
@@ -232,7 +241,12 @@ def _define_flags() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    config, workdir, spec = (_FLAGS[k].value for k in ('config', 'workdir', 'sweep'))
+    config = cli.config_value(_FLAGS['config'])
+    workdir, spec = _FLAGS['workdir'].value, _FLAGS['sweep'].value
+    try:
+        cli.require_workdir(workdir)
+    except ValueError as e:
+        sys.exit(f'error: {e}')
     try:
         if spec:
             points = sweep_points.parse_sweep(spec, config)
@@ -255,4 +269,4 @@ def main(argv):
 
 if __name__ == '__main__':
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -61,7 +61,12 @@ def parse_sweep(spec: str, config: ml_collections.ConfigDict) -> list[Point]:
         field, values = part.split('=', 1)
         field = field.strip()
         _get(config, field)  # Unknown fields fail here, with their name.
-        fields[field] = [_cast(config, field, v.strip()) for v in values.split(',')]
+        try:
+            fields[field] = [_cast(config, field, v.strip()) for v in values.split(',')]
+        except ValueError as e:  # int(''), float('abc'), ...
+            raise configuration.ConfigError(
+                f'--sweep: {part!r}: a value of {field} does not parse ({e}).'
+            ) from None
     return [dict(zip(fields, vs, strict=True)) for vs in itertools.product(*fields.values())]
 
 
