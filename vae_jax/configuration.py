@@ -240,7 +240,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             'config.beta only weights the ELBO; set --config.beta=1 with objective=iwae.'
         )
-    if config.objective == 'iwae' and config.kl_estimator != 'monte_carlo':
+    uses_objective = algorithms.of(config).uses_objective  # Else refused below, by name.
+    if uses_objective and config.objective == 'iwae' and config.kl_estimator != 'monte_carlo':
         # The IWAE bound has no KL term: it is estimated from importance weights, i.e. by
         # Monte Carlo; 'analytic' would be recorded in config.json and silently ignored.
         raise ConfigError(
