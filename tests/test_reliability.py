@@ -360,6 +360,7 @@ def test_a_config_from_an_earlier_version_is_refused_not_guessed(tmp_path):
     """A stored config without a field this version has is not filled in with a guess."""
     config = tiny_config(num_steps=5)
     checkpointing.write_or_check_config(config, str(tmp_path))
+    (tmp_path / checkpointing.CHECKPOINT_DIR / '5').mkdir(parents=True)  # A run to resume.
     path = tmp_path / checkpointing.CONFIG_FILE
     stored = json.loads(path.read_text())
     del stored['precision']['train']
@@ -373,6 +374,7 @@ def test_a_config_from_an_earlier_version_is_refused_not_guessed(tmp_path):
 def test_changed_model_on_resume_is_refused_with_fields(tmp_path):
     config = tiny_config(num_steps=5)
     checkpointing.write_or_check_config(config, str(tmp_path))
+    (tmp_path / checkpointing.CHECKPOINT_DIR / '5').mkdir(parents=True)  # A run to resume.
     config.model.hidden_dims = (16,)
     config.optimizer.learning_rate = 3e-4
     config.num_steps = 50  # Resume-safe: not listed.
@@ -641,3 +643,15 @@ def test_a_start_refused_by_the_data_checks_writes_nothing(tmp_path):
     assert not (tmp_path / 'run').exists()
     results = train.train_and_evaluate(tiny_config(num_steps=5), str(tmp_path / 'run'))
     assert results['train_steps'] == 5
+
+
+def test_a_workdir_without_a_checkpoint_takes_a_new_config(tmp_path):
+    """A start that stopped before its first checkpoint (a crash, a kill during compilation)
+    locks nothing: the next command's config replaces the stored one."""
+    checkpointing.write_or_check_config(tiny_config(latent_dim=5), str(tmp_path))
+    (tmp_path / checkpointing.CHECKPOINT_DIR).mkdir()  # orbax's empty folder.
+    results = train.train_and_evaluate(tiny_config(num_steps=5), str(tmp_path))
+    assert results['train_steps'] == 5
+    assert json.loads((tmp_path / checkpointing.CONFIG_FILE).read_text())['latent_dim'] == 4
+    with pytest.raises(checkpointing.WorkdirConflictError, match='latent_dim: 4 -> 5'):
+        train.train_and_evaluate(tiny_config(num_steps=5, latent_dim=5), str(tmp_path))

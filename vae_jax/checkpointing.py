@@ -108,7 +108,9 @@ def write_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> No
     """Writes ``config.json``; refuses a workdir whose run used a different config.
 
     Only ``RESUME_SAFE_FIELDS`` may differ from the stored config; the file is
-    then rewritten with the new values.
+    then rewritten with the new values. A workdir without a checkpoint has nothing to
+    resume, so its stored config is replaced (with a warning): a start that failed before
+    its first checkpoint never locks the workdir.
     """
     path = os.path.join(workdir, CONFIG_FILE)
     new = config_to_dict(config)
@@ -121,7 +123,13 @@ def write_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> No
             for k in set(old_flat) | set(new_flat)
             if old_flat.get(k) != new_flat.get(k) and k not in RESUME_SAFE_FIELDS
         )
-        if changed:
+        if changed and not _has_checkpoint(workdir):
+            logging.warning(
+                '%s holds no checkpoint: replacing its stored config (%s differed)',
+                workdir,
+                ', '.join(changed),
+            )
+        elif changed:
             diffs = '; '.join(
                 f'{k}: {old_flat[k]!r} -> {new_flat.get(k)!r}'
                 if k in old_flat
@@ -139,6 +147,12 @@ def write_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> No
                 '--workdir, or restore those values to resume.'
             )
     _write_atomically(path, json.dumps(new, indent=2, sort_keys=True))
+
+
+def _has_checkpoint(workdir: str) -> bool:
+    """Whether ``workdir`` holds a checkpoint step folder (usable or not)."""
+    folder = os.path.join(workdir, CHECKPOINT_DIR)
+    return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
 
 def _write_atomically(path: str, text: str) -> None:
