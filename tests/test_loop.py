@@ -113,7 +113,7 @@ def test_sigterm_stops_a_vectorized_sweep_with_a_checkpoint_per_point(tmp_path, 
     monkeypatch.setattr(loop, 'batch_indices', batch_indices)
     with pytest.raises(loop.TrainingInterrupted, match='SIGTERM at step 10') as err:
         vectorized.train_vectorized(config, points, workdirs=workdirs)
-    assert err.value.exit_code == 143
+    assert err.value.exit_code == 143 and 'checkpoints/ of each point under' in str(err.value)
     assert all(train.load_run(w).step == 10 for w in workdirs)
     monkeypatch.undo()
     result = vectorized.train_vectorized(config, points, workdirs=workdirs)

@@ -180,15 +180,20 @@ class RunEvaluation:
     evaluation stream ``eval_key`` (``train.Streams.eval``).
     """
 
-    def __init__(self, config, model, eval_key: jax.Array, valid: np.ndarray, test: np.ndarray):
-        self.config, self.model, self.key, self.valid, self.test = (
-            config,
-            model,
-            eval_key,
-            valid,
-            test,
-        )
-        self.elbo_fn = make_elbo_fn(model, config)
+    def __init__(
+        self,
+        config,
+        model,
+        eval_key: jax.Array,
+        valid: np.ndarray,
+        test: np.ndarray,
+        *,
+        elbo_fn: Callable | None = None,
+    ):
+        """``elbo_fn``: ``make_elbo_fn(model, config)``'s, already compiled (sweep points)."""
+        self.config, self.model, self.key = config, model, eval_key
+        self.valid, self.test = valid, test
+        self.elbo_fn = make_elbo_fn(model, config) if elbo_fn is None else elbo_fn
         self.has_encoder = algorithms.of(config).trains_encoder  # Else no ELBO.
 
     def mean_elbo(self, params, x: np.ndarray) -> float:

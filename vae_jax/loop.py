@@ -17,7 +17,6 @@ at once, whose hooks look at one point each).
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import threading
@@ -31,7 +30,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vae_jax import checkpointing, parallel
+from vae_jax import parallel
 
 Hook = Callable[[int, Any, dict[str, np.ndarray]], None]  # (step, state, metrics) -> None
 
@@ -43,15 +42,16 @@ class TrainingInterrupted(Exception):  # noqa: N818 (not an error: the run stopp
     128 + the signal number: 143 for SIGTERM, 130 for SIGINT.
     """
 
-    def __init__(self, signum: int, step: int, workdir: str):
-        self.signum, self.step, self.workdir = signum, step, workdir
+    def __init__(self, signum: int, step: int, saved_in: str):
+        """``saved_in``: where the checkpoints of ``step`` went ('' if nowhere)."""
+        self.signum, self.step, self.saved_in = signum, step, saved_in
         self.exit_code = 128 + signum
-        where = os.path.join(workdir, checkpointing.CHECKPOINT_DIR) if workdir else None
         super().__init__(
             f'{signal.Signals(signum).name} at step {step}: '
             + (
-                f'saved a checkpoint at step {step} in {where}; rerun the same command to resume.'
-                if where
+                f'saved a checkpoint at step {step} in {saved_in}; rerun the same command to '
+                'resume.'
+                if saved_in
                 else 'nothing was saved (no workdir).'
             )
         )
@@ -117,12 +117,8 @@ class DeviceBatches:
         self, train: np.ndarray, seed: int, batch_size: int, put: Callable = jax.device_put
     ):
         self.data = put(train)
-        self._seed, self._num_train, self._batch_size, self._put = (
-            seed,
-            train.shape[0],
-            batch_size,
-            put,
-        )
+        self._seed, self._num_train = seed, train.shape[0]
+        self._batch_size, self._put = batch_size, put
 
     @staticmethod
     def gather(data: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -287,7 +283,7 @@ def train(
     start_step: int,
     hooks: Sequence[Hook],
     on_stop: Callable[[int, Any], None],
-    workdir: str,
+    saved_in: str,
     timer: Timer | None = None,
 ) -> tuple[Any, Timer]:
     """Trains from ``start_step`` to ``config.num_steps``, calling ``hooks`` after each dispatch.
@@ -298,7 +294,7 @@ def train(
         the dispatch's per-step metrics on the host. A hook's ``close()``, where it has
         one, is called when the loop ends, however it ends.
       on_stop: ``on_stop(step, state)`` saves a checkpoint when a stop signal arrives;
-        then :class:`TrainingInterrupted` (naming ``workdir``) is raised.
+        then :class:`TrainingInterrupted` is raised, naming ``saved_in``, where it went.
       timer: where the training time is counted (hooks may read it).
 
     Returns:
@@ -319,7 +315,7 @@ def train(
                         step,
                     )
                     on_stop(step, state)
-                    raise TrainingInterrupted(signum, step, workdir)
+                    raise TrainingInterrupted(signum, step, saved_in)
                 if step >= config.num_steps:
                     return state, timer
                 stop = next_stop(step, config)

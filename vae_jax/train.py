@@ -303,7 +303,7 @@ def train_and_evaluate(
         *(config.dataset, train.shape, valid.shape, test.shape, splits.source),
     )
     primary = parallel.is_primary()  # Only process 0 writes the workdir.
-    manager = _open_workdir(config, workdir, restart) if primary else None
+    manager = open_workdir(config, workdir, restart) if primary else None
     setup = build(config, splits.event_shape, streams, train.shape[0], splits.binary)
     state = checkpointing.restore(manager, setup.state, workdir) if primary else setup.state
     state = parallel.broadcast_from_primary(state)
@@ -344,7 +344,7 @@ def train_and_evaluate(
 
     state, timer = loop.train(
         config, state, dispatch, start_step=start_step, hooks=actions, on_stop=on_stop,
-        workdir=workdir, timer=timer,
+        saved_in=os.path.join(workdir, checkpointing.CHECKPOINT_DIR), timer=timer,
     )  # fmt: skip
     state = host(state)
     if primary:
@@ -374,11 +374,12 @@ def train_and_evaluate(
     return results
 
 
-def _open_workdir(config: ml_collections.ConfigDict, workdir: str, restart: bool):
+def open_workdir(config: ml_collections.ConfigDict, workdir: str, restart: bool = False):
     """Records the config in ``workdir`` (or checks it against the run there): its manager.
 
     Called once every check of the config and the data has passed, so that a failed
-    start leaves nothing behind.
+    start leaves nothing behind (``train_and_evaluate``, and each point of a vectorised
+    sweep).
     """
     os.makedirs(workdir, exist_ok=True)
     if restart:

@@ -261,13 +261,7 @@ def train_vectorized(
     managers: list[Any] = [None] * len(points)
     writers: list[Any] = [None] * len(points)
     if workdirs is not None:
-        for c, w in zip(configs, workdirs, strict=True):
-            os.makedirs(w, exist_ok=True)
-            checkpointing.write_or_check_config(c, w)
-        managers = [
-            checkpointing.manager(w, c.keep_checkpoints)
-            for c, w in zip(configs, workdirs, strict=True)
-        ]
+        managers = [train.open_workdir(c, w) for c, w in zip(configs, workdirs, strict=True)]
         states = [
             checkpointing.restore(m, s, w)
             for m, s, w in zip(managers, states, workdirs, strict=True)
@@ -310,12 +304,15 @@ def train_vectorized(
     if on_dispatch is not None:
         actions.append(lambda step, state, metrics: on_dispatch())
     actions.append(_log_points(base, len(points)))
+    # The points differ only in VECTORIZABLE_FIELDS, none of which the ELBO reads: one
+    # compiled ELBO serves every point (each with its own evaluation stream and splits).
+    elbo_fn = evaluators.make_elbo_fn(setups[0].model, base)
     checkpointers = []
     for i, c in enumerate(configs):
         validation = None
         if workdirs is not None and loaded is not None:
             evaluation = evaluators.RunEvaluation(
-                c, setups[0].model, streams[i].eval, loaded[i][2], loaded[i][3]
+                c, setups[0].model, streams[i].eval, loaded[i][2], loaded[i][3], elbo_fn=elbo_fn
             )
             validation = evaluation.during_training if evaluation.has_encoder else None
         actions.append(
@@ -346,7 +343,12 @@ def train_vectorized(
         start_step=start_step,
         hooks=actions,
         on_stop=on_stop,
-        workdir=os.path.commonpath(list(workdirs)) if workdirs else '',
+        saved_in=(
+            f'{checkpointing.CHECKPOINT_DIR}/ of each point under '
+            f'{os.path.commonpath(list(workdirs))}'
+            if workdirs
+            else ''
+        ),
         timer=timer,
     )
     for ckpt, writer in zip(checkpointers, writers, strict=False):
