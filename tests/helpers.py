@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from configs import default
-from vae_jax import ais, models, objectives, train
+from vae_jax import ais, models, objectives, runs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'
@@ -41,7 +41,7 @@ def tiny_config(**overrides):
 
 
 def params_of(workdir):
-    return train.load_run(str(workdir))[2]
+    return runs.load_run(str(workdir))[2]
 
 
 def assert_trees_equal(a, b):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import tiny_config
 
-from vae_jax import ais, cli, diagnostics, evaluate, likelihoods, train
+from vae_jax import ais, cli, diagnostics, evaluate, likelihoods, runs, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,8 +95,8 @@ def _assert_diagnostics_match_the_encoder(workdir, saved, num_examples):
     In float64 numpy from the encoder's outputs on the same data, independently of
     vae_jax.diagnostics.
     """
-    run = train.load_run(str(workdir))
-    x = jnp.asarray(train.split_data(run, saved['split'])[:num_examples])
+    run = runs.load_run(str(workdir))
+    x = jnp.asarray(runs.split_data(run, saved['split'])[:num_examples])
     mean, log_var = run.model.apply({'params': run.params}, x, method=run.model.encode)
     mean, log_var = np.asarray(mean, np.float64), np.asarray(log_var, np.float64)
     kl_dims = np.mean(0.5 * (mean**2 + np.exp(log_var) - 1.0 - log_var), axis=0)
@@ -283,7 +283,7 @@ def test_an_unwritable_output_is_refused_before_any_work(workdir, tmp_path, monk
 
     monkeypatch.setattr(cli.tempfile, 'NamedTemporaryFile', read_only)
     started = []
-    monkeypatch.setattr(evaluate.train, 'split_data', lambda *a: started.append(1))
+    monkeypatch.setattr(evaluate.runs, 'split_data', lambda *a: started.append(1))
     with pytest.raises(ValueError, match='cannot write the results file into .*Read-only'):
         evaluate.evaluate_run(str(workdir), num_importance_samples=8)
     assert not started

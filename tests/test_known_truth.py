@@ -55,7 +55,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from configs import default
-from vae_jax import evaluators, models, train
+from vae_jax import evaluators, models, runs, train
 
 NUM_TRAIN, NUM_VALID, NUM_TEST = 4500, 500, 1000
 NUM_IMPORTANCE_SAMPLES = 200
@@ -117,7 +117,7 @@ def _fit_and_compare(tmp_path, x, log_px, likelihood, num_steps, **model) -> dic
     workdir = str(tmp_path / 'run')
     results = train.train_and_evaluate(config, workdir)
 
-    run = train.load_run(workdir)
+    run = runs.load_run(workdir)
     np.testing.assert_array_equal(run.splits.test, test_x.astype(np.float32))
     est = evaluators.importance_sampling(
         models.latent_model(run.model, run.params),

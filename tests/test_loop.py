@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import assert_trees_close, assert_trees_equal, params_of, tiny_config
 
-from vae_jax import loop, sweep_points, train, vectorized
+from vae_jax import loop, runs, sweep_points, train, vectorized
 
 
 def _run(config, source, num_steps: int):
@@ -77,7 +77,7 @@ def test_vectorized_workdirs_log_validation_and_resume_to_the_same_numbers(tmp_p
     # Half, then the rest from the points' checkpoints: the same parameters.
     split = [str(tmp_path / 'split' / sweep_points.point_name(p)) for p in points]
     vectorized.train_vectorized(config, points, num_steps=5, workdirs=split)
-    assert all(train.load_run(w).step == 5 for w in split)
+    assert all(runs.load_run(w).step == 5 for w in split)
     dispatches = []
     vectorized.train_vectorized(
         config, points, workdirs=split, on_dispatch=lambda: dispatches.append(1)
@@ -114,7 +114,7 @@ def test_sigterm_stops_a_vectorized_sweep_with_a_checkpoint_per_point(tmp_path, 
     with pytest.raises(loop.TrainingInterrupted, match='SIGTERM at step 10') as err:
         vectorized.train_vectorized(config, points, workdirs=workdirs)
     assert err.value.exit_code == 143 and 'checkpoints/ of each point under' in str(err.value)
-    assert all(train.load_run(w).step == 10 for w in workdirs)
+    assert all(runs.load_run(w).step == 10 for w in workdirs)
     monkeypatch.undo()
     result = vectorized.train_vectorized(config, points, workdirs=workdirs)
     alone = vectorized.train_vectorized(config, points)

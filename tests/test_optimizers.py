@@ -102,10 +102,10 @@ def test_precision_reaches_the_compiled_step_and_evaluation():
     model = train.make_model(config, (6,))
     params = models.init_params(model, jax.random.key(0), (6,), 2)
     x = jnp.ones((3, 6))
-    elbo_fn = evaluators.make_elbo_fn(model, config)
+    elbo_fn = evaluators.make_elbo_fn(model, config.precision.eval)
     assert 'HIGHEST' not in elbo_fn.lower(params, x, jax.random.key(1)).as_text()
     config.precision.eval = 'float32'
-    elbo_fn = evaluators.make_elbo_fn(model, config)
+    elbo_fn = evaluators.make_elbo_fn(model, config.precision.eval)
     assert 'precision = [HIGHEST, HIGHEST]' in elbo_fn.lower(params, x, jax.random.key(1)).as_text()
     tx = optimizers.make_optimizer(config)
     state = train.init_state(config, model, tx, (6,), train.Streams(0))

@@ -31,7 +31,16 @@ import numpy as np
 import pytest
 from helpers import assert_trees_equal, params_of, tiny_config
 
-from vae_jax import checkpointing, configuration, data, loop, optimizers, reporting, train
+from vae_jax import (
+    checkpointing,
+    configuration,
+    data,
+    loop,
+    optimizers,
+    reporting,
+    train,
+    workdir_files,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 REPORTED = (
     configuration.ConfigError,
     data.DataError,
-    checkpointing.WorkdirConflictError,
+    workdir_files.WorkdirConflictError,
     reporting.NonFiniteError,
 )
 
@@ -249,7 +258,7 @@ def _nan_params(step_dir: Path) -> None:
 
     workdir = step_dir.parents[1]
     step = int(step_dir.name)
-    config = checkpointing.read_config(str(workdir))
+    config = workdir_files.read_config(str(workdir))
     model = train.make_model(config, (28, 28))
     tx = optimizers.make_optimizer(config)
     state = train.init_state(config, model, tx, (28, 28), train.Streams(config.seed))
@@ -359,32 +368,32 @@ def test_shape_mismatch_between_checkpoint_and_data_is_named(tmp_path):
 def test_a_config_from_an_earlier_version_is_refused_not_guessed(tmp_path):
     """A stored config without a field this version has is not filled in with a guess."""
     config = tiny_config(num_steps=5)
-    checkpointing.write_or_check_config(config, str(tmp_path))
-    (tmp_path / checkpointing.CHECKPOINT_DIR / '5').mkdir(parents=True)  # A run to resume.
-    path = tmp_path / checkpointing.CONFIG_FILE
+    workdir_files.write_or_check_config(config, str(tmp_path))
+    (tmp_path / workdir_files.CHECKPOINT_DIR / '5').mkdir(parents=True)  # A run to resume.
+    path = tmp_path / workdir_files.CONFIG_FILE
     stored = json.loads(path.read_text())
     del stored['precision']['train']
     path.write_text(json.dumps(stored))
-    with pytest.raises(checkpointing.WorkdirConflictError) as err:
-        checkpointing.write_or_check_config(config, str(tmp_path))
+    with pytest.raises(workdir_files.WorkdirConflictError) as err:
+        workdir_files.write_or_check_config(config, str(tmp_path))
     msg = str(err.value)
     assert "precision.train: absent -> 'default'" in msg and 'earlier version' in msg, msg
 
 
 def test_changed_model_on_resume_is_refused_with_fields(tmp_path):
     config = tiny_config(num_steps=5)
-    checkpointing.write_or_check_config(config, str(tmp_path))
-    (tmp_path / checkpointing.CHECKPOINT_DIR / '5').mkdir(parents=True)  # A run to resume.
+    workdir_files.write_or_check_config(config, str(tmp_path))
+    (tmp_path / workdir_files.CHECKPOINT_DIR / '5').mkdir(parents=True)  # A run to resume.
     config.model.hidden_dims = (16,)
     config.optimizer.learning_rate = 3e-4
     config.num_steps = 50  # Resume-safe: not listed.
     config.nonfinite = 'skip'  # Resume-safe too.
-    with pytest.raises(checkpointing.WorkdirConflictError) as err:
+    with pytest.raises(workdir_files.WorkdirConflictError) as err:
         train.train_and_evaluate(config, str(tmp_path))
     msg = str(err.value)
     assert 'model.hidden_dims: [32] -> [16]' in msg and 'optimizer.learning_rate' in msg
     assert 'num_steps' not in msg and 'nonfinite' not in msg
-    assert {'num_steps', 'nonfinite'} <= checkpointing.RESUME_SAFE_FIELDS
+    assert {'num_steps', 'nonfinite'} <= workdir_files.RESUME_SAFE_FIELDS
 
 
 # --------------------------------------------------------------------------- 3. non-finite
@@ -552,7 +561,7 @@ def _prepared_workdir(root: Path, config, *, damage=None) -> Path:
     """
     workdir = root / 'prepared'
     workdir.mkdir(parents=True)
-    checkpointing.write_or_check_config(config, str(workdir))
+    workdir_files.write_or_check_config(config, str(workdir))
     streams = train.Streams(config.seed)
     splits = data.load(config.dataset, config.data_dir)
     model = train.make_model(config, splits.event_shape)
@@ -648,10 +657,10 @@ def test_a_start_refused_by_the_data_checks_writes_nothing(tmp_path):
 def test_a_workdir_without_a_checkpoint_takes_a_new_config(tmp_path):
     """A start that stopped before its first checkpoint (a crash, a kill during compilation)
     locks nothing: the next command's config replaces the stored one."""
-    checkpointing.write_or_check_config(tiny_config(latent_dim=5), str(tmp_path))
-    (tmp_path / checkpointing.CHECKPOINT_DIR).mkdir()  # orbax's empty folder.
+    workdir_files.write_or_check_config(tiny_config(latent_dim=5), str(tmp_path))
+    (tmp_path / workdir_files.CHECKPOINT_DIR).mkdir()  # orbax's empty folder.
     results = train.train_and_evaluate(tiny_config(num_steps=5), str(tmp_path))
     assert results['train_steps'] == 5
-    assert json.loads((tmp_path / checkpointing.CONFIG_FILE).read_text())['latent_dim'] == 4
-    with pytest.raises(checkpointing.WorkdirConflictError, match='latent_dim: 4 -> 5'):
+    assert json.loads((tmp_path / workdir_files.CONFIG_FILE).read_text())['latent_dim'] == 4
+    with pytest.raises(workdir_files.WorkdirConflictError, match='latent_dim: 4 -> 5'):
         train.train_and_evaluate(tiny_config(num_steps=5, latent_dim=5), str(tmp_path))

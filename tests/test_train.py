@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import REPO, SHARED_DATA, assert_trees_equal, params_of, tiny_config
 
-from vae_jax import checkpointing, configuration, data, loop, train
+from vae_jax import configuration, data, loop, runs, train, workdir_files
 
 
 def test_workdir_outputs(tmp_path):
@@ -108,7 +108,7 @@ def test_host_streaming_matches_device_resident(tmp_path):
 
 def test_changed_config_on_same_workdir_is_refused(tmp_path):
     train.train_and_evaluate(tiny_config(num_steps=5, checkpoint_every_steps=5), str(tmp_path))
-    with pytest.raises(checkpointing.WorkdirConflictError, match='latent_dim: 4 -> 5'):
+    with pytest.raises(workdir_files.WorkdirConflictError, match='latent_dim: 4 -> 5'):
         train.train_and_evaluate(tiny_config(latent_dim=5), str(tmp_path))
 
 
@@ -232,13 +232,13 @@ def test_evaluation_splits_do_not_change_with_seed_or_binarisation(tmp_path):
 
     config = tiny_config(seed=3, num_steps=5, checkpoint_every_steps=5)
     train.train_and_evaluate(config, str(tmp_path))
-    run = train.load_run(str(tmp_path))
-    np.testing.assert_array_equal(train.split_data(run, 'test'), test0)
-    np.testing.assert_array_equal(train.split_data(run, 'valid'), valid0)
+    run = runs.load_run(str(tmp_path))
+    np.testing.assert_array_equal(runs.split_data(run, 'test'), test0)
+    np.testing.assert_array_equal(runs.split_data(run, 'valid'), valid0)
     # The training split scored under 'dynamic' is fixed per dataset too.
     grey_train = run.splits.train
     np.testing.assert_array_equal(
-        train.split_data(run, 'train'),
+        runs.split_data(run, 'train'),
         data.binarize_for_evaluation(config.dataset, 'train', grey_train),
     )
     # vae_jax.sample takes its data from the same place.

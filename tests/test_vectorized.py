@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from helpers import assert_trees_close, tiny_config
 
-from vae_jax import configuration, train, vectorized
+from vae_jax import configuration, runs, train, vectorized
 
 POINTS = [
     {'seed': 0, 'optimizer.learning_rate': 1e-3},
@@ -18,7 +18,7 @@ def _assert_each_point_equals_its_single_run(result, tmp_path):
     for i, c in enumerate(result.configs):
         workdir = tmp_path / f'point{i}'
         train.train_and_evaluate(c, str(workdir))
-        assert_trees_close(result.params[i], train.load_run(str(workdir)).params)
+        assert_trees_close(result.params[i], runs.load_run(str(workdir)).params)
 
 
 def test_equals_single_runs(tmp_path):

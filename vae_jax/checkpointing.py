@@ -1,4 +1,4 @@
-"""Checkpoints (orbax) and the run's resolved config in the workdir.
+"""Checkpoints (orbax) in ``workdir/checkpoints``, checked on save and on restore.
 
 Integrity: every checkpoint saved here is finite (``save`` refuses anything else) and
 carries the size and SHA-256 of each of its files (``DIGEST_FILE`` in the step's
@@ -6,13 +6,14 @@ folder). ``restore`` tries the latest step first and falls back to older ones wh
 checkpoint's files changed since the save (truncated, overwritten, missing), when orbax
 cannot read it, or when it holds a NaN or infinity,
 warning with both steps; if none is usable it raises ``CorruptCheckpointError`` and
-leaves the workdir alone until the user passes ``--restart`` (``move_run_aside``).
+leaves the workdir alone until the user passes ``--restart``
+(``workdir_files.move_run_aside``). The workdir's layout and its recorded config are
+:mod:`vae_jax.workdir_files`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import json
 import os
@@ -21,156 +22,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from vae_jax import reporting
+from vae_jax import reporting, workdir_files
 
-CONFIG_FILE = 'config.json'
-CHECKPOINT_DIR = 'checkpoints'
 # Written into each checkpoint's step folder after orbax has finished it (so orbax's own
 # clean-up of old steps removes it too): the size and SHA-256 of every file orbax wrote.
 DIGEST_FILE = 'vae_jax_digest.json'
-# Unreadable checkpoints that a run fell back past are moved here, not deleted.
-QUARANTINE_DIR = 'checkpoints.corrupt'
-# What a run writes into its workdir; `move_run_aside` (--restart) moves all of it.
-RUN_FILES = (
-    CONFIG_FILE,
-    CHECKPOINT_DIR,
-    QUARANTINE_DIR,
-    'metrics.jsonl',
-    'tensorboard',
-    'results.json',
-    'samples.png',
-    'reconstructions.png',
-    'images',
-)
-# Fields that may change when a run is resumed: they change how long or how
-# verbosely it runs, not what it computes up to the step it stopped at.
-RESUME_SAFE_FIELDS = frozenset(
-    {
-        'num_steps',
-        'log_every_steps',
-        'eval_every_steps',
-        'eval_test_during_training',
-        'checkpoint_every_steps',
-        'keep_checkpoints',
-        'image_every_steps',
-        'eval_batch_size',
-        'eval_num_importance_samples',
-        'eval_chunk_size',
-        'eval_max_examples',
-        'eval_ais_steps',
-        'eval_ais_chains',
-        'precision.eval',
-        'data_dir',
-        'data_placement',
-        'device_data_max_mb',
-        # Where the work runs: on one process, not what it computes (equal to float
-        # tolerance); with several, the data order depends on the process count
-        # (vae_jax/parallel.py), as docs/scale.md ("Several hosts") says.
-        'data_parallel',
-        # What a NaN or infinity does (stop or skip that step): nothing before it changes.
-        'nonfinite',
-    }
-)
 
 
-class WorkdirConflictError(ValueError):
-    """The workdir holds a run with a different config."""
-
-
-class CheckpointMismatchError(WorkdirConflictError):
+class CheckpointMismatchError(workdir_files.WorkdirConflictError):
     """A checkpoint's arrays do not have the shapes this config and data make."""
 
 
-class CorruptCheckpointError(WorkdirConflictError):
+class CorruptCheckpointError(workdir_files.WorkdirConflictError):
     """No checkpoint in the workdir can be restored; ``--restart`` starts the run over."""
-
-
-def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f'{prefix}{k}.'))
-        else:
-            out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    return json.loads(config.to_json())
-
-
-def write_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Writes ``config.json``; refuses a workdir whose run used a different config.
-
-    Only ``RESUME_SAFE_FIELDS`` may differ from the stored config; the file is
-    then rewritten with the new values. A workdir without a checkpoint has nothing to
-    resume, so its stored config is replaced (with a warning): a start that failed before
-    its first checkpoint never locks the workdir.
-    """
-    path = os.path.join(workdir, CONFIG_FILE)
-    new = config_to_dict(config)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        old_flat, new_flat = _flatten(old), _flatten(new)
-        changed = sorted(
-            k
-            for k in set(old_flat) | set(new_flat)
-            if old_flat.get(k) != new_flat.get(k) and k not in RESUME_SAFE_FIELDS
-        )
-        if changed and not _has_checkpoint(workdir):
-            logging.warning(
-                '%s holds no checkpoint: replacing its stored config (%s differed)',
-                workdir,
-                ', '.join(changed),
-            )
-        elif changed:
-            diffs = '; '.join(
-                f'{k}: {old_flat[k]!r} -> {new_flat.get(k)!r}'
-                if k in old_flat
-                else f'{k}: absent -> {new_flat.get(k)!r}'
-                for k in changed
-            )
-            hint = (
-                ' (a field absent from the stored config means an earlier version of vae_jax '
-                'wrote it; this version resumes only its own runs)'
-                if any(k not in old_flat for k in changed)
-                else ''
-            )
-            raise WorkdirConflictError(
-                f'{workdir} holds a run with a different config ({diffs}){hint}. Use a new '
-                '--workdir, or restore those values to resume.'
-            )
-    _write_atomically(path, json.dumps(new, indent=2, sort_keys=True))
-
-
-def _has_checkpoint(workdir: str) -> bool:
-    """Whether ``workdir`` holds a checkpoint step folder (usable or not)."""
-    folder = os.path.join(workdir, CHECKPOINT_DIR)
-    return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
-
-
-def _write_atomically(path: str, text: str) -> None:
-    """A kill at any moment leaves either the old file or the new one, never half of one."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f'no {CONFIG_FILE} in {workdir}: is it the --workdir of a run?')
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
 
 
 @contextlib.contextmanager
@@ -191,7 +59,7 @@ def manager(workdir: str, keep: int, *, read_only: bool = False) -> ocp.Checkpoi
     # short by a kill (orbax's *.orbax-checkpoint-tmp-*) are removed on start.
     # The handler is named so that `item_metadata` can read a checkpoint's shapes
     # before anything was saved or restored with this manager.
-    directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    directory = os.path.abspath(os.path.join(workdir, workdir_files.CHECKPOINT_DIR))
     multiprocess = {}
     if jax.process_count() > 1:
         # Multi-host runs keep replicated state: process 0 alone saves and restores it
@@ -316,12 +184,12 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
         saved = mngr.save(step, args=ocp.args.StandardSave(state))
         mngr.wait_until_finished()
     if not saved:  # orbax saves nothing at or below its latest step.
-        raise WorkdirConflictError(
+        raise workdir_files.WorkdirConflictError(
             f'cannot save step {step} in {mngr.directory}: it holds a later checkpoint '
             f'(step {mngr.latest_step()}). Use a new --workdir or --restart.'
         )
     step_dir = _step_dir(mngr, step)
-    _write_atomically(
+    workdir_files.write_atomically(
         os.path.join(step_dir, DIGEST_FILE),
         json.dumps({'step': step, 'files': file_digests(step_dir)}),
     )
@@ -361,18 +229,13 @@ def _first_line(e: BaseException) -> str:
     return f'{type(e).__name__}: {text[0] if text else ""}'[:300]
 
 
-def _stamp() -> str:
-    """The UTC time, for the names of folders moved aside."""
-    return datetime.datetime.now(datetime.UTC).strftime('%Y%m%dT%H%M%S%fZ')
-
-
 def quarantine(workdir: str, steps: list[int]) -> str:
     """Moves the step folders out of orbax's reach into ``QUARANTINE_DIR``; returns it."""
-    stamp = _stamp()
-    dest = os.path.join(workdir, QUARANTINE_DIR)
+    stamp = workdir_files.stamp()
+    dest = os.path.join(workdir, workdir_files.QUARANTINE_DIR)
     os.makedirs(dest, exist_ok=True)
     for step in steps:
-        src = os.path.join(workdir, CHECKPOINT_DIR, str(step))
+        src = os.path.join(workdir, workdir_files.CHECKPOINT_DIR, str(step))
         if os.path.exists(src):
             shutil.move(src, os.path.join(dest, f'{step}.{stamp}'))
     return dest
@@ -406,9 +269,9 @@ def restore(mngr: ocp.CheckpointManager, state: Any, workdir: str, *, move_bad: 
         mismatch = _shape_mismatch(mngr, step, state)
         if mismatch:
             raise CheckpointMismatchError(
-                f'the checkpoint at step {step} in {workdir}/{CHECKPOINT_DIR} does not fit '
-                f'this config and data ({mismatch}): the model or the dataset changed since '
-                'the run started. Use a new --workdir, or restore the old data and config.'
+                f'the checkpoint at step {step} in {workdir}/{workdir_files.CHECKPOINT_DIR} does '
+                f'not fit this config and data ({mismatch}): the model or the dataset changed '
+                'since the run started. Use a new --workdir, or restore the old data and config.'
             )
         try:
             with _quiet():
@@ -429,7 +292,7 @@ def restore(mngr: ocp.CheckpointManager, state: Any, workdir: str, *, move_bad: 
                     'step %d.',
                     bad,
                     workdir,
-                    CHECKPOINT_DIR,
+                    workdir_files.CHECKPOINT_DIR,
                     where,
                     step,
                 )
@@ -437,9 +300,9 @@ def restore(mngr: ocp.CheckpointManager, state: Any, workdir: str, *, move_bad: 
         failures.append((step, problem))
     bad = '; '.join(f'step {s}: {why}' for s, why in failures)
     raise CorruptCheckpointError(
-        f'no usable checkpoint in {workdir}/{CHECKPOINT_DIR} ({bad}). Rerun with --restart '
-        'to move the old run aside (into a previous-<time> folder of the workdir) and train '
-        'from step 0, or use a new --workdir.'
+        f'no usable checkpoint in {workdir}/{workdir_files.CHECKPOINT_DIR} ({bad}). Rerun with '
+        '--restart to move the old run aside (into a previous-<time> folder of the workdir) '
+        'and train from step 0, or use a new --workdir.'
     )
 
 
@@ -453,24 +316,6 @@ def restore_from_workdir(workdir: str, state: Any) -> Any:
         raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints: has the run started?')
     logging.info('loading checkpoint %d from %s', mngr.latest_step(), workdir)
     return restore(mngr, state, workdir, move_bad=False)
-
-
-def move_run_aside(workdir: str) -> str | None:
-    """``--restart``: moves what a run wrote (``RUN_FILES``) into ``workdir/previous-<time>``.
-
-    Returns:
-      The folder they went to, or None when the workdir held no run.
-    """
-    present = [n for n in RUN_FILES if os.path.exists(os.path.join(workdir, n))]
-    if not present:
-        return None
-    stamp = _stamp()
-    dest = os.path.join(workdir, f'previous-{stamp}')
-    os.makedirs(dest)
-    for name in present:
-        shutil.move(os.path.join(workdir, name), os.path.join(dest, name))
-    logging.warning('--restart: moved %s from %s into %s', ', '.join(present), workdir, dest)
-    return dest
 
 
 def wait(mngr: ocp.CheckpointManager) -> None:

@@ -60,8 +60,7 @@ from vae_jax import (
     diagnostics,
     evaluators,
     models,
-    objectives,
-    train,
+    runs,
 )
 
 METHODS = ('is', 'iwae', 'ais', 'appendix_d')
@@ -72,40 +71,8 @@ DEFAULT_K = {'is': 5000, 'iwae': 5000, 'ais': 16, 'appendix_d': 1000}
 BOUND = {'is': 'lower', 'iwae': 'lower', 'ais': 'lower', 'appendix_d': 'upper'}
 
 
-def elbo_terms(run: train.Run, x: np.ndarray, key: jax.Array, batch_size: int) -> dict[str, Any]:
-    """ELBO (one z per example), KL and reconstruction, plus the posterior means.
-
-    The KL is the closed form where the model has one, else the Monte Carlo estimate.
-    ``mean`` (and ``log_var``): q's, ``[N, D]``, for one Gaussian layer; for the hierarchical
-    model each layer's mean given the means below (``posterior_means``), concatenated.
-    """
-    lm = models.latent_model(run.model, run.params)
-    kl = 'analytic' if lm.analytic_kl else 'monte_carlo'
-    gaussian = isinstance(run.model, models.VAE)
-
-    @jax.jit
-    def fn(xb, kb):
-        terms = objectives.elbo(kb, xb, lm, kl_estimator=kl)
-        if gaussian:
-            mean, log_var = run.model.apply({'params': run.params}, xb, method=run.model.encode)
-            return {**terms, 'mean': mean, 'log_var': log_var}
-        means = run.model.apply({'params': run.params}, xb, method=run.model.posterior_means)
-        return {**terms, 'mean': jnp.concatenate(means, axis=-1)}
-
-    out = evaluators.map_batches(fn, x, batch_size, key, progress=f'ELBO, {x.shape[0]} examples')
-    elbo, elbo_se = evaluators.summarize(out['elbo'])
-    return {
-        'elbo': elbo,
-        'elbo_stderr': elbo_se,
-        'kl': float(np.mean(out['kl'])),
-        'reconstruction': float(np.mean(out['reconstruction'])),
-        'mean': out['mean'],
-        **({'log_var': out['log_var']} if gaussian else {}),
-    }
-
-
 def _mcmc_estimate(
-    run: train.Run,
+    run: runs.Run,
     x: np.ndarray,
     key: jax.Array,
     *,
@@ -203,7 +170,7 @@ def evaluate_run(
     if num_importance_samples <= 0:
         raise ValueError(f'--num_importance_samples must be > 0, got {num_importance_samples}')
     t0 = time.perf_counter()
-    run = train.load_run(workdir)
+    run = runs.load_run(workdir)
     if write:  # Before minutes of work, not after.
         cli.require_writable(workdir, 'the results file')
     if precision is None:
@@ -214,7 +181,7 @@ def evaluate_run(
         )
     # jit traces under this context (it is part of the compilation cache key).
     with jax.default_matmul_precision(precision):
-        x = train.split_data(run, split)
+        x = runs.split_data(run, split)
         if max_examples:
             x = x[:max_examples]
         batch_size = min(batch_size, x.shape[0])
@@ -226,7 +193,16 @@ def evaluate_run(
                 f'{workdir} was trained with algorithm=mcem, which trains no encoder to propose '
                 'from; use --method=ais (annealed from the prior) or --method=appendix_d.'
             )
-        terms = elbo_terms(run, x, jax.random.fold_in(key, 0), batch_size) if has_encoder else {}
+        terms = {}
+        if has_encoder:  # The same ELBO pass as a training run's final evaluation.
+            terms = evaluators.elbo_pass(
+                evaluators.make_elbo_fn(run.model, precision, posterior=True),
+                run.params,
+                x,
+                batch_size,
+                jax.random.fold_in(key, 0),
+                progress=f'ELBO, {x.shape[0]} examples',
+            )
         result: dict[str, Any] = {
             'workdir': os.path.abspath(workdir),
             'checkpoint_step': run.step,
@@ -235,7 +211,7 @@ def evaluate_run(
             'num_examples': int(x.shape[0]),
             'method': method,
             'num_importance_samples': num_importance_samples,
-            **{k: v for k, v in terms.items() if k not in ('mean', 'log_var')},
+            **(evaluators.summarize_elbo(terms) if terms else {}),
         }
         if method in ('is', 'iwae'):
             est = evaluators.importance_sampling(

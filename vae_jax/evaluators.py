@@ -2,7 +2,8 @@
 
 Batched application over a split (:func:`map_batches`, padding the last batch so one
 compiled shape serves), means with standard errors (:func:`summarize`), the compiled
-ELBO of a model (:func:`make_elbo_fn`), importance-sampled log p(x) with the IWAE curve
+ELBO of a model (:func:`make_elbo_fn`, over a split :func:`elbo_pass`, summarised
+:func:`summarize_elbo`), importance-sampled log p(x) with the IWAE curve
 (:func:`importance_sampling`), AIS from the prior (:func:`make_ais_log_px`), a training
 run's evaluations (:class:`RunEvaluation`: during training and the final test
 evaluation) and its image grids (:func:`save_images`).
@@ -36,16 +37,57 @@ def with_matmul_precision(fn: Callable, precision: str) -> Callable:
     return wrapped
 
 
-def make_elbo_fn(model: models.VAE, config: ml_collections.ConfigDict) -> Callable:
-    """Jitted (params, x, key) -> per-example ELBO terms ``[B]`` (one z per example)."""
+def make_elbo_fn(model: models.VAE, precision: str, *, posterior: bool = False) -> Callable:
+    """Jitted (params, x, key) -> per-example ELBO terms ``[B]`` (one z per example).
+
+    ``precision``: float32 matmul precision (``config.precision.eval``). ``posterior``:
+    also q's ``mean`` ``[B, D]`` (and ``log_var`` for one Gaussian layer; for the
+    hierarchical model each layer's mean given the means below, concatenated), which the
+    posterior diagnostics read.
+    """
+    gaussian = isinstance(model, models.VAE)
 
     def elbo_terms(params, x, key):
         lm = models.latent_model(model, params)
         # Estimator B where the model has a closed-form KL (lower variance), A otherwise.
         kl = 'analytic' if lm.analytic_kl else 'monte_carlo'
-        return objectives.elbo(key, x, lm, num_samples=1, kl_estimator=kl)
+        terms = objectives.elbo(key, x, lm, num_samples=1, kl_estimator=kl)
+        if posterior and gaussian:
+            mean, log_var = model.apply({'params': params}, x, method=model.encode)
+            terms.update(mean=mean, log_var=log_var)
+        elif posterior:
+            means = model.apply({'params': params}, x, method=model.posterior_means)
+            terms['mean'] = jnp.concatenate(means, axis=-1)
+        return terms
 
-    return jax.jit(with_matmul_precision(elbo_terms, config.precision.eval))
+    return jax.jit(with_matmul_precision(elbo_terms, precision))
+
+
+def elbo_pass(
+    elbo_fn: Callable,
+    params,
+    x: np.ndarray,
+    batch_size: int,
+    key: jax.Array,
+    *,
+    progress: str | None = None,
+) -> dict[str, np.ndarray]:
+    """``make_elbo_fn``'s terms for every example of ``x`` ``[N, ...]``: each ``[N]`` (or
+    ``[N, D]``); batch b draws its z from ``fold_in(key, b)``."""
+    return map_batches(lambda xb, k: elbo_fn(params, xb, k), x, batch_size, key, progress=progress)
+
+
+def summarize_elbo(terms: dict[str, np.ndarray]) -> dict[str, float]:
+    """``elbo`` (mean over examples) with its ``elbo_stderr``, mean ``kl`` and
+    ``reconstruction``: the ELBO fields of a training run's results and of
+    ``vae_jax.evaluate``'s (which prefix them with ``test_``)."""
+    elbo, elbo_se = summarize(terms['elbo'])
+    return {
+        'elbo': elbo,
+        'elbo_stderr': elbo_se,
+        'kl': float(np.mean(terms['kl'])),
+        'reconstruction': float(np.mean(terms['reconstruction'])),
+    }
 
 
 def make_ais_log_px(model: models.VAE, config: ml_collections.ConfigDict) -> Callable:
@@ -190,16 +232,16 @@ class RunEvaluation:
         *,
         elbo_fn: Callable | None = None,
     ):
-        """``elbo_fn``: ``make_elbo_fn(model, config)``'s, already compiled (sweep points)."""
+        """``elbo_fn``: ``make_elbo_fn``'s, already compiled (sweep points share one)."""
         self.config, self.model, self.key = config, model, eval_key
         self.valid, self.test = valid, test
-        self.elbo_fn = make_elbo_fn(model, config) if elbo_fn is None else elbo_fn
+        if elbo_fn is None:
+            elbo_fn = make_elbo_fn(model, config.precision.eval)
+        self.elbo_fn = elbo_fn
         self.has_encoder = algorithms.of(config).trains_encoder  # Else no ELBO.
 
     def mean_elbo(self, params, x: np.ndarray) -> float:
-        res = map_batches(
-            lambda xb, k: self.elbo_fn(params, xb, k), x, self.config.eval_batch_size, self.key
-        )
+        res = elbo_pass(self.elbo_fn, params, x, self.config.eval_batch_size, self.key)
         return float(np.mean(res['elbo']))
 
     def during_training(self, params) -> dict[str, float]:
@@ -214,11 +256,8 @@ class RunEvaluation:
         if not self.has_encoder:
             return final_eval_mcem(self.config, self.model, params, test, self.key)
         config = self.config
-        test_terms = map_batches(
-            lambda xb, k: self.elbo_fn(params, xb, k),
-            test,
-            config.eval_batch_size,
-            jax.random.fold_in(self.key, 1),
+        test_terms = elbo_pass(
+            self.elbo_fn, params, test, config.eval_batch_size, jax.random.fold_in(self.key, 1)
         )
         num_is = config.eval_num_importance_samples
         with jax.default_matmul_precision(config.precision.eval):
@@ -231,18 +270,13 @@ class RunEvaluation:
                 batch_size=config.eval_batch_size,
                 max_chunk=config.eval_chunk_size,
             )
-        test_elbo, test_elbo_se = summarize(test_terms['elbo'])
-        test_ll, test_ll_se = log_px['log_likelihood'], log_px['log_likelihood_stderr']
         return {
             'dataset': config.dataset,
             'algorithm': config.algorithm,
             'test_examples': int(test.shape[0]),
-            'test_elbo': test_elbo,
-            'test_elbo_stderr': test_elbo_se,
-            'test_kl': float(np.mean(test_terms['kl'])),
-            'test_reconstruction': float(np.mean(test_terms['reconstruction'])),
-            'test_log_likelihood': test_ll,
-            'test_log_likelihood_stderr': test_ll_se,
+            **{f'test_{k}': v for k, v in summarize_elbo(test_terms).items()},
+            'test_log_likelihood': log_px['log_likelihood'],
+            'test_log_likelihood_stderr': log_px['log_likelihood_stderr'],
             'test_log_likelihood_num_samples': num_is,
             'valid_elbo': self.mean_elbo(params, self.valid),
         }

@@ -21,7 +21,16 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import checkpointing, cli, configuration, data, loop, parallel, reporting, train
+from vae_jax import (
+    cli,
+    configuration,
+    data,
+    loop,
+    parallel,
+    reporting,
+    train,
+    workdir_files,
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config().', lock_config=True
@@ -58,7 +67,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 _REPORTED = (
     configuration.ConfigError,
     data.DataError,
-    checkpointing.WorkdirConflictError,
+    workdir_files.WorkdirConflictError,
     reporting.NonFiniteError,
 )
 

@@ -1,12 +1,13 @@
-"""Devices and processes: data-parallel meshes, per-process data shards, multi-host start.
+"""Devices and processes: training meshes, per-process data shards, multi-host start.
 
-``config.data_parallel=True`` trains on every device of every process at once: one
-``jax.sharding.Mesh`` with a ``data`` axis over ``jax.devices()``, each minibatch split
-along that axis, parameters and optimizer state replicated. The step is the single-device
-step, jit-compiled with these shardings; XLA inserts the gradient all-reduce. Because
-jax's threefry keys are partitionable, the noise of every example is the same however the
-batch is split, so on one process the run equals the single-device run to float
-tolerance (reductions may sum in another order).
+Every run trains on a ``jax.sharding.Mesh`` with a ``data`` axis (:class:`DataParallel`):
+of one device, or with ``config.data_parallel=True`` of every device of every process,
+each minibatch split along that axis, parameters and optimizer state replicated. The
+step is the same single-device step, jit-compiled with these shardings; XLA inserts the
+gradient all-reduce where there are several devices. Because jax's threefry keys are
+partitionable, the noise of every example is the same however the batch is split, so
+on one process the data-parallel run equals the single-device run to float tolerance
+(reductions may sum in another order).
 
 Several processes (hosts): ``initialize`` calls ``jax.distributed.initialize``. The
 training set is split into ``jax.process_count()`` contiguous shards; process p keeps
@@ -102,20 +103,26 @@ def process_shard(train: np.ndarray) -> np.ndarray:
 
 
 class DataParallel:
-    """The mesh and shardings of data-parallel training over all devices.
+    """The mesh and shardings of training over ``devices`` (every device of every process).
+
+    A run that is not data-parallel is the same with one device (``jax.devices()[:1]``):
+    one code path places the state and the batches for both.
 
     Args:
-      batch_size: the global minibatch M; must be a multiple of ``jax.device_count()``
+      batch_size: the global minibatch M; must be a multiple of the number of devices
         (checked by ``check``).
+      devices: the mesh's devices; ``None`` for ``jax.devices()``.
     """
 
-    def __init__(self, batch_size: int):
-        check(batch_size)
-        self.mesh = Mesh(np.array(jax.devices()), (DATA_AXIS,))
+    def __init__(self, batch_size: int, devices: list[jax.Device] | None = None):
+        devices = jax.devices() if devices is None else devices
+        check(batch_size, len(devices))
+        self.mesh = Mesh(np.array(devices), (DATA_AXIS,))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         # Batches of several steps [n, M, ...]: split along the examples.
         self.batches = NamedSharding(self.mesh, PartitionSpec(None, DATA_AXIS))
-        self.local_batch_size = batch_size // jax.process_count()
+        processes = {d.process_index for d in devices}
+        self.local_batch_size = batch_size // len(processes)
 
     def replicate(self, tree: Any) -> Any:
         """Host values (equal on every process) -> global arrays copied to every device."""
@@ -126,14 +133,16 @@ class DataParallel:
 
         return jax.tree.map(one, tree)
 
-    def global_batches(self, local: np.ndarray) -> jax.Array:
+    def global_batches(self, local: np.ndarray | None) -> jax.Array | None:
         """This process's rows ``[n, M / process_count, ...]`` -> the global ``[n, M, ...]``."""
+        if local is None:
+            return None
         return jax.make_array_from_process_local_data(self.batches, local)
 
 
-def check(batch_size: int) -> None:
-    """Raises ConfigError unless the batch splits evenly over the devices and processes."""
-    devices = jax.device_count()
+def check(batch_size: int, devices: int | None = None) -> None:
+    """Raises ConfigError unless the batch splits evenly over ``devices`` (default: all)."""
+    devices = jax.device_count() if devices is None else devices
     if batch_size % devices:
         raise configuration.ConfigError(
             f'config.batch_size={batch_size} does not split over {devices} devices; with '

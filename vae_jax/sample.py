@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from vae_jax import cli, data, models, plotting, train
+from vae_jax import cli, data, models, plotting, runs
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 _NUM = flags.DEFINE_integer('num', 64, 'Number of samples.', lower_bound=1)
@@ -43,7 +43,7 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     try:
         cli.require_png(_OUT.value, '--out')
-        run = train.load_run(_WORKDIR.value)
+        run = runs.load_run(_WORKDIR.value)
     except (FileNotFoundError, ValueError, data.DataError) as e:
         sys.exit(f'error: {e}')
     config, model, params = run.config, run.model, run.params
@@ -59,7 +59,7 @@ def main(argv):
         images = np.asarray(model.apply({'params': params}, z, method=model.decode).mean())
         ncols = _MANIFOLD.value
     else:
-        x = train.split_data(run, _SPLIT.value)  # As evaluation sees it, binarised alike.
+        x = runs.split_data(run, _SPLIT.value)  # As evaluation sees it, binarised alike.
         images = plotting.draw(
             key,
             model,

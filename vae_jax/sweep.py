@@ -33,7 +33,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vae_jax import (
-    checkpointing,
     cli,
     configuration,
     data,
@@ -41,6 +40,7 @@ from vae_jax import (
     sweep_points,
     train,
     vectorized,
+    workdir_files,
 )
 
 
@@ -260,7 +260,7 @@ def main(argv):
     except (
         configuration.ConfigError,
         data.DataError,
-        checkpointing.WorkdirConflictError,
+        workdir_files.WorkdirConflictError,
         reporting.NonFiniteError,
     ) as e:
         sys.exit(f'error: {e}')  # Once: not also through absl's log.

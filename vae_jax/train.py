@@ -1,4 +1,4 @@
-"""Training: state, the jit-compiled step, the loop, and `train_and_evaluate`.
+"""Training: building a run, the jit-compiled step, placing it on a mesh, `train_and_evaluate`.
 
 Algorithm 1 of Kingma & Welling (2013): draw a minibatch of M examples, draw
 noise for L samples of z per example, take a gradient step on the SGVB
@@ -11,8 +11,11 @@ networks and loop; each algorithm's state and update are a row of
 trains no encoder, so its final evaluation reports log p(x) by AIS from the prior and
 no ELBO.
 
-Reliability (docs/reliability.md, "Resuming, pre-emption and errors"): SIGTERM or SIGINT during the
-loop saves a checkpoint at the current step and raises ``TrainingInterrupted``; a
+The loop itself (one ``lax.scan`` over steps, stop signals) is :mod:`vae_jax.loop`'s,
+its periodic work :mod:`vae_jax.hooks`'s, the evaluations :mod:`vae_jax.evaluators`'.
+
+Reliability (docs/reliability.md, "Resuming, pre-emption and errors"): SIGTERM or SIGINT
+during the loop saves a checkpoint at the current step and raises ``TrainingInterrupted``; a
 non-finite loss, term or gradient stops the run (``config.nonfinite='stop'``) or leaves
 the state unchanged for that step (``'skip'``, counted in ``train_skipped_steps``).
 """
@@ -44,6 +47,7 @@ from vae_jax import (
     optimizers,
     parallel,
     reporting,
+    workdir_files,
 )
 
 Params = Any
@@ -217,7 +221,7 @@ def prepare_data(config, streams: Streams, splits: data.Splits | None = None):
         valid = data.binarize_for_evaluation(config.dataset, 'valid', valid)
         test = data.binarize_for_evaluation(config.dataset, 'test', test)
         if config.binarization == 'static':
-            train_key = jax.random.split(streams.binarize, 3)[0]  # The key of earlier versions.
+            train_key = jax.random.split(streams.binarize, 3)[0]  # Fixed: it defines static runs.
             train = np.asarray(data.binarize(train_key, jnp.asarray(train)))
     return splits, train, valid, test
 
@@ -231,34 +235,36 @@ def _on_device(config, train: np.ndarray) -> bool:
 def place(config, step_fn: Callable, train: np.ndarray, state: TrainState, streams: Streams):
     """Where training runs: -> (state placed, dispatch, host view of the state).
 
-    One device: the training set on the device when it fits (``config.data_placement``),
-    else batches from the host. ``config.data_parallel``: every device of every process,
-    the global batch split over them, the state replicated (``vae_jax.parallel``).
+    A mesh of one device, or with ``config.data_parallel`` of every device of every
+    process (the global batch split over them; ``vae_jax.parallel``); the state is
+    replicated over the mesh. One device reads the training set on the device when it
+    fits (``config.data_placement``), else batches from the host; data-parallel runs
+    send each process's rows of the global batch.
     """
-    key_data = jax.random.key_data(streams.train)
-    if not config.get('data_parallel', False):
-        if _on_device(config, train):
-            source = loop.DeviceBatches(train, config.seed, config.batch_size)
-        else:
-            source = loop.HostBatches(train, config.seed, config.batch_size)
-        multi = jax.jit(loop.make_multi_step(step_fn, source.gather), donate_argnums=(0,))
-        return state, loop.dispatcher(multi, source, key_data), lambda s: s
-    dp = parallel.DataParallel(config.batch_size)
-    logging.info('data-parallel over %d devices: %s', jax.device_count(), dp.mesh)
-    source = loop.HostBatches(
-        parallel.process_shard(train),  # This process's examples.
-        config.seed,
-        dp.local_batch_size,
-        put=lambda batch: (dp.global_batches(batch[0]), None),
-        with_indices=False,  # MCEM, the one reader of indices, is not data-parallel.
-    )
+    data_parallel = config.get('data_parallel', False)
+    dp = parallel.DataParallel(config.batch_size, None if data_parallel else jax.devices()[:1])
+    if data_parallel:
+        logging.info('data-parallel over %d devices: %s', jax.device_count(), dp.mesh)
+    if not data_parallel and _on_device(config, train):
+        source = loop.DeviceBatches(train, config.seed, config.batch_size, put=dp.replicate)
+    else:
+        source = loop.HostBatches(
+            parallel.process_shard(train),  # This process's examples.
+            config.seed,
+            dp.local_batch_size,
+            put=lambda batch: tuple(dp.global_batches(b) for b in batch),
+            with_indices=not data_parallel,  # MCEM, the one reader of indices.
+        )
     multi = jax.jit(
         loop.make_multi_step(step_fn, source.gather),
         out_shardings=dp.replicated,
         donate_argnums=(0,),
     )
-    dispatch = loop.dispatcher(multi, source, dp.replicate(key_data), fetch=parallel.to_host)
-    return dp.replicate(state), dispatch, parallel.to_host
+    key_data = dp.replicate(jax.random.key_data(streams.train))
+    dispatch = loop.dispatcher(multi, source, key_data, fetch=parallel.to_host)
+    # One process holds every device of the state: hooks read it where it is.
+    host = parallel.to_host if data_parallel else (lambda s: s)
+    return dp.replicate(state), dispatch, host
 
 
 def train_and_evaluate(
@@ -274,7 +280,7 @@ def train_and_evaluate(
       config: the run's config (``configs/default.py`` documents every field).
       workdir: checkpoints, logs and results; rerunning on it resumes.
       restart: first move the run already in ``workdir`` aside
-        (``checkpointing.move_run_aside``) and train from step 0.
+        (``workdir_files.move_run_aside``) and train from step 0.
       on_trained: called with the final state (this process's local arrays) on every
         process before the final evaluation (the multi-host test compares processes).
 
@@ -284,7 +290,7 @@ def train_and_evaluate(
     Raises:
       configuration.ConfigError, data.DataError: bad config or data, before any training
         and before anything is written to ``workdir``.
-      checkpointing.WorkdirConflictError: ``workdir`` holds a run with another config;
+      workdir_files.WorkdirConflictError: ``workdir`` holds a run with another config;
         its subclasses CheckpointMismatchError and CorruptCheckpointError for checkpoints
         that do not fit or cannot be read.
       reporting.NonFiniteError: a NaN or infinity with ``config.nonfinite='stop'``.
@@ -312,9 +318,48 @@ def train_and_evaluate(
         logging.info('resumed from step %d in %s', start_step, workdir)
     state, dispatch, host = place(config, setup.step, train, state, streams)
     evaluation = evaluators.RunEvaluation(config, setup.model, streams.eval, valid, test)
+    work = _periodic_work(config, workdir, setup, evaluation, manager, host, start_step, streams)
+    state, timer = loop.train(
+        config, state, dispatch, start_step=start_step, hooks=work.actions, on_stop=work.on_stop,
+        saved_in=os.path.join(workdir, workdir_files.CHECKPOINT_DIR), timer=work.timer,
+    )  # fmt: skip
+    state = host(state)
+    if primary:
+        work.checkpointer.save_now(int(state.step), state)
+    if on_trained is not None:
+        on_trained(state)
+    test = test[: config.eval_max_examples or None]
+    results = _final_evaluation(config, evaluation, state, test, timer)
+    if primary:
+        evaluators.save_images(config, workdir, setup.model, state.params, test, streams.images)
+        with open(os.path.join(workdir, 'results.json'), 'w') as f:
+            json.dump(results, f, indent=2)
+        final = {f'final_{k}': v for k, v in results.items() if isinstance(v, float)}
+        work.writer.write(int(state.step), final)
+        work.writer.close()
+    logging.info('results: %s', json.dumps(results))
+    return results
+
+
+class _Work(NamedTuple):
+    """A run's periodic work (``_periodic_work``)."""
+
+    actions: list[loop.Hook]
+    on_stop: Callable[[int, TrainState], None]  # Saves a checkpoint at a stop signal.
+    checkpointer: hooks.Checkpointer
+    writer: reporting.MetricWriter | None  # None on processes other than 0.
+    timer: loop.Timer
+
+
+def _periodic_work(config, workdir, setup, evaluation, manager, host, start_step, streams) -> _Work:
+    """The hooks of a single run after each dispatch: logs and the non-finite check (on
+    every process), and on process 0 (``manager`` not None) the validation ELBO,
+    checkpoints and pictures."""
+    primary = manager is not None
     writer = reporting.MetricWriter(workdir, start_step) if primary else None
     timer = loop.Timer()
-    actions = [
+    checkpointer = hooks.Checkpointer(manager, config, select=host)
+    work: list[loop.Hook] = [
         hooks.Reporter(
             config,
             timer,
@@ -325,13 +370,17 @@ def train_and_evaluate(
             select=host,
         )
     ]
-    checkpoints = hooks.Checkpointer(manager, config, select=host)
     if primary:
         pictures = functools.partial(
-            evaluators.save_images, config, workdir, setup.model, x=test, key=streams.images
+            evaluators.save_images,
+            config,
+            workdir,
+            setup.model,
+            x=evaluation.test,
+            key=streams.images,
         )
-        actions += [
-            checkpoints,
+        work += [
+            checkpointer,
             hooks.Periodic(
                 config.image_every_steps, lambda step, s: pictures(s.params, step=step), host
             ),
@@ -339,22 +388,15 @@ def train_and_evaluate(
 
     def on_stop(step: int, state: TrainState) -> None:
         if primary:
-            checkpoints.save_now(step, state)
+            checkpointer.save_now(step, state)
             writer.close()
 
-    state, timer = loop.train(
-        config, state, dispatch, start_step=start_step, hooks=actions, on_stop=on_stop,
-        saved_in=os.path.join(workdir, checkpointing.CHECKPOINT_DIR), timer=timer,
-    )  # fmt: skip
-    state = host(state)
-    if primary:
-        checkpoints.save_now(int(state.step), state)
-    if on_trained is not None:
-        on_trained(state)
+    return _Work(work, on_stop, checkpointer, writer, timer)
 
+
+def _final_evaluation(config, evaluation, state: TrainState, test, timer: loop.Timer) -> dict:
+    """``evaluation.final`` on ``test``, with the training rate and the evaluation's time."""
     t0 = time.perf_counter()
-    if config.eval_max_examples:
-        test = test[: config.eval_max_examples]
     results = evaluation.final(state.params, test)
     results.update(
         train_steps=int(state.step),
@@ -363,14 +405,6 @@ def train_and_evaluate(
         ),
         eval_seconds=time.perf_counter() - t0,
     )
-    if primary:
-        evaluators.save_images(config, workdir, setup.model, state.params, test, streams.images)
-        with open(os.path.join(workdir, 'results.json'), 'w') as f:
-            json.dump(results, f, indent=2)
-        final = {f'final_{k}': v for k, v in results.items() if isinstance(v, float)}
-        writer.write(int(state.step), final)
-        writer.close()
-    logging.info('results: %s', json.dumps(results))
     return results
 
 
@@ -383,44 +417,6 @@ def open_workdir(config: ml_collections.ConfigDict, workdir: str, restart: bool 
     """
     os.makedirs(workdir, exist_ok=True)
     if restart:
-        checkpointing.move_run_aside(workdir)
-    checkpointing.write_or_check_config(config, workdir)
+        workdir_files.move_run_aside(workdir)
+    workdir_files.write_or_check_config(config, workdir)
     return checkpointing.manager(workdir, config.keep_checkpoints)
-
-
-class Run(NamedTuple):
-    """A trained run loaded from its workdir."""
-
-    config: ml_collections.ConfigDict
-    model: models.VAE
-    params: Params
-    step: int
-    splits: data.Splits
-
-
-def load_run(workdir: str) -> Run:
-    """The latest checkpoint of the run in ``workdir``, with its config, model and data."""
-    config = checkpointing.read_config(workdir)
-    splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
-    num_train = splits.train.shape[0]
-    if config.get('num_train_examples') is not None:
-        num_train = min(num_train, config.num_train_examples)
-    setup = build(config, splits.event_shape, Streams(config.seed), num_train, splits.binary)
-    state = checkpointing.restore_from_workdir(workdir, setup.state)
-    return Run(config, setup.model, state.params, int(state.step), splits)
-
-
-def split_data(run: Run, split: str) -> np.ndarray:
-    """The split as the model saw it: with the run's fixed binarisation of eval data.
-
-    The one place a saved run's splits are prepared for scoring or pictures
-    (``vae_jax.evaluate`` and ``vae_jax.sample``): the training split of a statically
-    binarised run is its own training draw; grey splits otherwise get
-    ``data.binarize_for_evaluation``'s fixed draw.
-    """
-    streams = Streams(run.config.seed)
-    _, train_x, valid_x, test_x = prepare_data(run.config, streams, run.splits)
-    x = {'train': train_x, 'valid': valid_x, 'test': test_x}[split]
-    if split == 'train' and run.config.binarization == 'dynamic' and not run.splits.binary:
-        x = data.binarize_for_evaluation(run.config.dataset, 'train', x)
-    return x

@@ -48,6 +48,7 @@ from vae_jax import (
     reporting,
     sweep_points,
     train,
+    workdir_files,
 )
 
 # Fields that may differ between the points of one vectorised sweep: each becomes a
@@ -55,7 +56,7 @@ from vae_jax import (
 VECTORIZABLE_FIELDS = ('seed', 'optimizer.learning_rate', 'beta', 'optimizer.weight_decay')
 
 
-class UnequalSteps(checkpointing.WorkdirConflictError):
+class UnequalSteps(workdir_files.WorkdirConflictError):
     """The points' workdirs hold checkpoints at different steps: they cannot train together."""
 
 
@@ -216,7 +217,7 @@ def train_vectorized(
 
     Raises:
       configuration.ConfigError: the points differ in another field, or a bad config.
-      checkpointing.WorkdirConflictError: a workdir holds another run; its subclass
+      workdir_files.WorkdirConflictError: a workdir holds another run; its subclass
         UnequalSteps: the points' checkpoints are at different steps.
       reporting.NonFiniteError: a point's loss, terms or gradient became non-finite
         (with ``config.nonfinite='stop'``); the message names the point.
@@ -306,7 +307,7 @@ def train_vectorized(
     actions.append(_log_points(base, len(points)))
     # The points differ only in VECTORIZABLE_FIELDS, none of which the ELBO reads: one
     # compiled ELBO serves every point (each with its own evaluation stream and splits).
-    elbo_fn = evaluators.make_elbo_fn(setups[0].model, base)
+    elbo_fn = evaluators.make_elbo_fn(setups[0].model, base.precision.eval)
     checkpointers = []
     for i, c in enumerate(configs):
         validation = None
@@ -344,7 +345,7 @@ def train_vectorized(
         hooks=actions,
         on_stop=on_stop,
         saved_in=(
-            f'{checkpointing.CHECKPOINT_DIR}/ of each point under '
+            f'{workdir_files.CHECKPOINT_DIR}/ of each point under '
             f'{os.path.commonpath(list(workdirs))}'
             if workdirs
             else ''

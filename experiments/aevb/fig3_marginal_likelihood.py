@@ -24,7 +24,7 @@ from matplotlib.ticker import NullFormatter
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from vae_jax import models, train  # noqa: E402
+from vae_jax import models, runs, train  # noqa: E402
 from vae_jax.appendix_d import hmc_marginal_likelihood  # noqa: E402
 
 ALGORITHMS = ('aevb', 'wake_sleep', 'mcem')
@@ -38,7 +38,7 @@ STYLE = {
 _ESTIMATORS: dict = {}
 
 
-def appendix_d(run: train.Run, x: np.ndarray, scale: common.Scale, seed: int) -> float:
+def appendix_d(run: runs.Run, x: np.ndarray, scale: common.Scale, seed: int) -> float:
     """Mean App. D estimate of log p(x) over the rows of ``x``.
 
     The parameters are an argument of the compiled estimator, so every checkpoint of
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 config.num_steps = steps
                 config.checkpoint_every_steps = steps
                 results = common.run(config, workdir)
-                run = train.load_run(workdir)
+                run = runs.load_run(workdir)
                 n = scale.fig3_eval_examples
                 rows.append(
                     {

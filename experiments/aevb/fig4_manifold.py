@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from vae_jax import plotting, train  # noqa: E402
+from vae_jax import plotting, runs  # noqa: E402
 
 DATASETS = ('frey_face', 'mnist')
 GRID = {'frey_face': 20, 'mnist': 20}  # The paper's panels are about 20 x 20.
@@ -27,7 +27,7 @@ GRID = {'frey_face': 20, 'mnist': 20}  # The paper's panels are about 20 x 20.
 
 def manifold_images(workdir: str, n: int) -> np.ndarray:
     """``[n * n, *event_shape]`` decoder means on the n x n quantile grid."""
-    run = train.load_run(workdir)
+    run = runs.load_run(workdir)
     z = plotting.manifold_latents(n, run.config.latent_dim)
     p_x = run.model.apply({'params': run.params}, z, method=run.model.decode)
     return np.asarray(p_x.mean())

@@ -18,7 +18,7 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from vae_jax import plotting, train  # noqa: E402
+from vae_jax import plotting, runs  # noqa: E402
 
 NUM = 100  # 10 x 10 per panel.
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         config = common.paper_config('mnist', nz, 'aevb', scale, args)
         workdir = os.path.join(args.out, 'runs', common.run_name('mnist', nz, 'aevb'))
         results = common.run(config, workdir)
-        run = train.load_run(workdir)
+        run = runs.load_run(workdir)
         images = plotting.draw(
             jax.random.key(args.seed),
             run.model,

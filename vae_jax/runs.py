@@ -1,0 +1,55 @@
+"""A saved run: its latest checkpoint with its config, model and data (``load_run``), and
+its splits as the model saw them (``split_data``), for ``vae_jax.evaluate``,
+``vae_jax.sample`` and the experiments' scripts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import ml_collections
+import numpy as np
+
+from vae_jax import checkpointing, data, models, train, workdir_files
+
+Params = Any
+
+
+class Run(NamedTuple):
+    """A trained run loaded from its workdir."""
+
+    config: ml_collections.ConfigDict
+    model: models.VAE | models.HierarchicalVAE
+    params: Params
+    step: int
+    splits: data.Splits
+
+
+def load_run(workdir: str) -> Run:
+    """The latest checkpoint of the run in ``workdir``, with its config, model and data."""
+    config = workdir_files.read_config(workdir)
+    splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
+    num_train = splits.train.shape[0]
+    if config.get('num_train_examples') is not None:
+        num_train = min(num_train, config.num_train_examples)
+    setup = train.build(
+        config, splits.event_shape, train.Streams(config.seed), num_train, splits.binary
+    )
+    state = checkpointing.restore_from_workdir(workdir, setup.state)
+    return Run(config, setup.model, state.params, int(state.step), splits)
+
+
+def split_data(run: Run, split: str) -> np.ndarray:
+    """The split as the model saw it: with the run's fixed binarisation of eval data.
+
+    The one place a saved run's splits are prepared for scoring or pictures
+    (``vae_jax.evaluate`` and ``vae_jax.sample``): the training split of a statically
+    binarised run is its own training draw; grey splits otherwise get
+    ``data.binarize_for_evaluation``'s fixed draw.
+    """
+    streams = train.Streams(run.config.seed)
+    _, train_x, valid_x, test_x = train.prepare_data(run.config, streams, run.splits)
+    x = {'train': train_x, 'valid': valid_x, 'test': test_x}[split]
+    if split == 'train' and run.config.binarization == 'dynamic' and not run.splits.binary:
+        x = data.binarize_for_evaluation(run.config.dataset, 'train', x)
+    return x
