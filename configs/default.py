@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     # per dataset, the same for every seed (vae_jax/data/__init__.py, binarize_for_evaluation).
     config.binarization = 'dynamic'
 
-    # Training algorithm (Kingma & Welling 2013, Sec. 5; vae_jax/baselines.py):
+    # Training algorithm (Kingma & Welling 2013, Sec. 5; vae_jax/wake_sleep.py, vae_jax/mcem.py):
     # 'aevb' (SGVB on the bound below; the paper's method), 'wake_sleep' (Hinton et al.
     # 1995: wake updates the decoder on z ~ q(z|x), sleep the encoder on dreams from the
     # decoder; logs the ELBO of each batch too) or 'mcem' (Monte Carlo EM: HMC samples of

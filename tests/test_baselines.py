@@ -1,4 +1,4 @@
-"""Tests for vae_jax.baselines and the training loop's wake-sleep and MCEM algorithms.
+"""Tests for vae_jax.wake_sleep, vae_jax.mcem and the loop's wake-sleep and MCEM algorithms.
 
 Tiny models (``tiny_config`` of test_train.py: 784-32-4 MLPs on the embedded digits) and
 the exact pPCA model of conftest.py; fixed keys throughout.
@@ -17,15 +17,16 @@ from helpers import assert_trees_equal, tiny_config
 
 from vae_jax import (
     ais,
-    baselines,
     checkpointing,
     configuration,
     distributions,
     evaluators,
     likelihoods,
     loop,
+    mcem,
     objectives,
     train,
+    wake_sleep,
 )
 
 EVENT = (28, 28)
@@ -65,17 +66,17 @@ def test_wake_sleep_gradient_is_wake_for_decoder_and_sleep_for_encoder(likelihoo
 
     def total(params):
         encode, decode = _coders(model, params)
-        return baselines.wake_sleep_loss(key, x, encode, decode)[0]
+        return wake_sleep.wake_sleep_loss(key, x, encode, decode)[0]
 
     def wake(params):
         encode, decode = _coders(model, params)
         mean, log_var = encode(x)
-        terms = baselines.wake_term(key_wake, x, mean, log_var, decode)
+        terms = wake_sleep.wake_term(key_wake, x, mean, log_var, decode)
         return -jnp.mean(terms)
 
     def sleep(params):
         encode, decode = _coders(model, params)
-        terms = baselines.sleep_term(key_sleep, encode, decode, latent_dim=4, num_dreams=8)
+        terms = wake_sleep.sleep_term(key_sleep, encode, decode, latent_dim=4, num_dreams=8)
         return -jnp.mean(terms)
 
     g_total, g_wake, g_sleep = (jax.grad(f)(state.params) for f in (total, wake, sleep))
@@ -93,7 +94,7 @@ def test_wake_sleep_reports_the_elbo_of_the_batch():
     model, _, state = _model_and_params(config)
     encode, decode = _coders(model, state.params)
     x = jax.random.bernoulli(jax.random.key(1), 0.3, (8, *EVENT)).astype(jnp.float32)
-    terms = baselines.wake_sleep_terms(jax.random.key(3), x, encode, decode)
+    terms = wake_sleep.wake_sleep_terms(jax.random.key(3), x, encode, decode)
     assert all(v.shape == (8,) for v in terms.values())
     np.testing.assert_allclose(terms['elbo'], terms['wake'] - terms['kl'], rtol=1e-6)
     np.testing.assert_array_equal(terms['objective'], terms['elbo'])
@@ -126,13 +127,13 @@ def _recording(encode, seen):
 
 
 def test_dream_choice_matches_the_inputs_the_encoder_sees():
-    assert baselines.dream_for('bernoulli', grey_inputs=True) == 'relaxed'
-    assert baselines.dream_for('bernoulli', grey_inputs=False) == 'sample'
+    assert wake_sleep.dream_for('bernoulli', grey_inputs=True) == 'relaxed'
+    assert wake_sleep.dream_for('bernoulli', grey_inputs=False) == 'sample'
     # Gaussian data are continuous draws: the dream is one too, whatever the inputs.
-    assert baselines.dream_for('gaussian', grey_inputs=True) == 'sample'
-    assert baselines.dream_for('gaussian', grey_inputs=False) == 'sample'
+    assert wake_sleep.dream_for('gaussian', grey_inputs=True) == 'sample'
+    assert wake_sleep.dream_for('gaussian', grey_inputs=False) == 'sample'
     with pytest.raises(ValueError, match='likelihood must be one of'):
-        baselines.dream_for('poisson', grey_inputs=True)
+        wake_sleep.dream_for('poisson', grey_inputs=True)
 
 
 def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binary():
@@ -149,7 +150,7 @@ def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binar
     sizes = dict(latent_dim=4, num_dreams=8)
     seen = {'relaxed': [], 'sample': []}
     terms = {
-        dream: baselines.sleep_term(
+        dream: wake_sleep.sleep_term(
             key, _recording(encode, seen[dream]), decode, dream=dream, **sizes
         )
         for dream in seen
@@ -169,7 +170,7 @@ def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binar
     key_z, key_x = jax.random.split(key)
     logits = decode(z).logits
     noise = jax.random.logistic(key_x, logits.shape)
-    tau = baselines.RELAXED_DREAM_TEMPERATURE
+    tau = wake_sleep.RELAXED_DREAM_TEMPERATURE
     np.testing.assert_allclose(x_relaxed, jax.nn.sigmoid((logits + noise) / tau), rtol=1e-6)
     assert np.all((x_relaxed >= 0) & (x_relaxed <= 1))
     assert np.mean((x_relaxed > 0) & (x_relaxed < 1)) > 0.9
@@ -177,14 +178,16 @@ def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binar
     np.testing.assert_allclose(
         terms['relaxed'], distributions.diag_gaussian_log_prob(z, *encode(x_relaxed)), rtol=1e-6
     )
-    many_z, many_x = baselines.dreams(key, decode, latent_dim=4, num_dreams=20_000, dream='relaxed')
+    many_z, many_x = wake_sleep.dreams(
+        key, decode, latent_dim=4, num_dreams=20_000, dream='relaxed'
+    )
     p = np.asarray(jax.nn.sigmoid(decode(many_z).logits))
     above = np.asarray(many_x > 0.5, np.float64)
     se = math.sqrt(np.mean(p * (1 - p)) / above.shape[0])  # per pixel, over 20,000 dreams
     assert np.max(np.abs(above.mean(0) - p.mean(0))) < 5 * se
     # The default is the draws, bit for bit.
     np.testing.assert_array_equal(
-        baselines.sleep_term(key, encode, decode, **sizes), terms['sample']
+        wake_sleep.sleep_term(key, encode, decode, **sizes), terms['sample']
     )
 
     # A Gaussian decoder (here one with the same means and unit variance) has no relaxation.
@@ -193,7 +196,7 @@ def test_sleep_term_dreams_relaxed_draws_for_grey_inputs_and_0_1_draws_for_binar
         return likelihoods.DiagonalGaussian(loc, jnp.zeros_like(loc), event_ndim=len(EVENT))
 
     with pytest.raises(ValueError, match='relaxes a Bernoulli'):
-        baselines.dreams(key, gaussian_decode, latent_dim=4, num_dreams=2, dream='relaxed')
+        wake_sleep.dreams(key, gaussian_decode, latent_dim=4, num_dreams=2, dream='relaxed')
 
 
 def _binary_npz(tmp_path):
@@ -236,13 +239,13 @@ def test_training_dreams_follow_the_data(tmp_path, monkeypatch, case, expected):
         **overrides,
     )
     dreams_of, seen = [], []
-    original = baselines.sleep_term
+    original = wake_sleep.sleep_term
 
     def spy(key, encode, decode, **kw):
         dreams_of.append(kw.get('dream', 'sample'))
         return original(key, _recording(encode, seen), decode, **kw)
 
-    monkeypatch.setattr(baselines, 'sleep_term', spy)
+    monkeypatch.setattr(wake_sleep, 'sleep_term', spy)
     train.train_and_evaluate(config, str(tmp_path / 'run'))
     jax.effects_barrier()
     assert set(dreams_of) == {expected}
@@ -273,14 +276,14 @@ def test_e_step_leaves_the_exact_ppca_posterior_invariant(ppca, adaptation):
     mean = np.repeat(ppca.post_mean, copies, axis=0)
     sd = np.sqrt(ppca.post_var)
     z0 = mean + sd * np.asarray(jax.random.normal(jax.random.key(0), mean.shape))
-    chains = baselines.MCEMChains(
+    chains = mcem.MCEMChains(
         jnp.asarray(z0, jnp.float32),
         jnp.full((x.shape[0],), 0.3, jnp.float32),
         jnp.full((x.shape[0],), 0.9, jnp.float32),
     )
     e_step = jax.jit(
         functools.partial(
-            baselines.hmc_e_step,
+            mcem.hmc_e_step,
             decode=ppca.decode,
             num_transitions=5,
             step_size_adaptation=adaptation,
@@ -310,14 +313,14 @@ def test_e_step_adapts_step_sizes_towards_the_target(ppca, adaptation):
     x = jnp.asarray(ppca.x)
     run = jax.jit(
         functools.partial(
-            baselines.hmc_e_step,
+            mcem.hmc_e_step,
             decode=ppca.decode,
             num_transitions=30,
             step_size_adaptation=adaptation,
         )
     )
     for start, target, grows in ((0.01, 0.9, True), (0.5, 0.995, False)):
-        chains = baselines.MCEMChains(
+        chains = mcem.MCEMChains(
             jnp.asarray(ppca.post_mean), jnp.full((3,), start), jnp.full((3,), target)
         )
         out, acceptance = run(jax.random.key(2), x, chains, target_acceptance=target)
@@ -330,8 +333,8 @@ def test_e_step_adapts_step_sizes_towards_the_target(ppca, adaptation):
 
 def test_mcem_loss_is_the_mean_log_joint(ppca):
     z = jnp.asarray(ppca.post_mean)
-    loss, means = baselines.mcem_loss(jnp.asarray(ppca.x), z, ppca.decode)
-    terms = baselines.log_joint_terms(jnp.asarray(ppca.x), z, ppca.decode)
+    loss, means = mcem.mcem_loss(jnp.asarray(ppca.x), z, ppca.decode)
+    terms = mcem.log_joint_terms(jnp.asarray(ppca.x), z, ppca.decode)
     np.testing.assert_allclose(-loss, np.mean(terms['log_px_z'] + terms['log_pz']), rtol=1e-6)
     np.testing.assert_allclose(means['log_joint'], means['reconstruction'] + means['log_prior'])
 

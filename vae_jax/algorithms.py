@@ -8,7 +8,7 @@ examples' indices in the training set) and what the rest of the code must know o
 loop, evaluation and sweeps ask the table, never the algorithm's name:
 
 * ``'aevb'``: Algorithm 1 (SGVB or IWAE objective, :mod:`vae_jax.objectives`);
-* ``'wake_sleep'``: one gradient step on the wake and sleep terms (:mod:`vae_jax.baselines`);
+* ``'wake_sleep'``: one gradient step on the wake and sleep terms (:mod:`vae_jax.wake_sleep`);
 * ``'mcem'``: an HMC E-step on the minibatch's persistent posterior samples (one per
   training example), then decoder updates; it trains no encoder.
 """
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from vae_jax import baselines, models, objectives
+from vae_jax import mcem, models, objectives, wake_sleep
 
 Params = Any
 Batch = dict[str, jax.Array]
@@ -47,7 +47,7 @@ class MCEMTrainState(TrainState):
     A subclass, not an optional field: the other algorithms' checkpoints hold no chains.
     """
 
-    mcmc: baselines.MCEMChains
+    mcmc: mcem.MCEMChains
 
 
 Update = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
@@ -93,7 +93,7 @@ def _init_mcem(config, params, opt_state, key, num_train) -> MCEMTrainState:
     """MCEM's chains start at prior draws from ``key``."""
     if num_train is None:
         raise ValueError('algorithm=mcem keeps one sample per training example: pass num_train')
-    mcmc = baselines.init_mcem_chains(
+    mcmc = mcem.init_mcem_chains(
         key,
         num_train,
         config.latent_dim,
@@ -127,23 +127,23 @@ def aevb_loss(model, config: ml_collections.ConfigDict, *, binary_data: bool) ->
 
 def wake_sleep_loss(model, config: ml_collections.ConfigDict, *, binary_data: bool) -> Loss:
     """loss(params, x, key) -> the wake + sleep loss, whose gradient is the wake gradient
-    for the decoder and the sleep gradient for the encoder (:mod:`vae_jax.baselines`).
+    for the decoder and the sleep gradient for the encoder (:mod:`vae_jax.wake_sleep`).
 
     ``binary_data``: whether the training data are 0/1 as loaded (``data.Splits.binary``).
     With ``config.binarization='none'`` and grey-level data the encoder is fed grey
     levels, so the sleep phase dreams relaxed (grey) Bernoulli draws rather than 0/1
-    draws (``baselines.dream_for``). Required, so that no caller gets 0/1 dreams on grey
+    draws (``wake_sleep.dream_for``). Required, so that no caller gets 0/1 dreams on grey
     data by forgetting it.
     """
     # The encoder sees 0/1 values when the data are binary or binarised (static or
     # dynamic); grey levels otherwise. The sleep phase's dreams must look the same.
     grey_inputs = config.binarization == 'none' and not binary_data
-    dream = baselines.dream_for(config.likelihood, grey_inputs=grey_inputs)
+    dream = wake_sleep.dream_for(config.likelihood, grey_inputs=grey_inputs)
 
     def loss_fn(params, x, key):
         encode = functools.partial(model.apply, {'params': params}, method=model.encode)
         decode = functools.partial(model.apply, {'params': params}, method=model.decode)
-        return baselines.wake_sleep_loss(key, x, encode, decode, dream=dream)
+        return wake_sleep.wake_sleep_loss(key, x, encode, decode, dream=dream)
 
     return loss_fn
 
@@ -170,9 +170,9 @@ def _gradient_update(make_loss: Callable[..., Loss]) -> Callable[..., Update]:
 def _mcem_update(model, tx, config, *, binary_data: bool) -> Update:
     """update(state, batch, key) -> (state, metrics): one Monte Carlo EM iteration.
 
-    E-step: ``baselines.hmc_e_step`` on the chains of the batch's examples
+    E-step: ``mcem.hmc_e_step`` on the chains of the batch's examples
     ``batch['idx']``; M-step:
-    ``config.mcem.num_weight_updates`` optimizer steps on ``baselines.mcem_loss`` at the
+    ``config.mcem.num_weight_updates`` optimizer steps on ``mcem.mcem_loss`` at the
     acquired sample (decoder gradients only; the encoder's are zero). The metrics are
     those of the first M-step update, i.e. log p(x, z) at the new sample before the
     parameters move, plus the E-step's mean acceptance and step size.
@@ -184,14 +184,14 @@ def _mcem_update(model, tx, config, *, binary_data: bool) -> Update:
         return functools.partial(model.apply, {'params': params}, method=model.decode)
 
     def loss_fn(params, x, z):
-        return baselines.mcem_loss(x, z, decoder(params))
+        return mcem.mcem_loss(x, z, decoder(params))
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
         x, idx = batch['x'], batch.get('idx')
         if idx is None:
             raise ValueError("algorithm=mcem needs the batch's example indices: step(..., idx)")
-        chains = baselines.gather_chains(state.mcmc, idx)
-        chains, acceptance = baselines.hmc_e_step(
+        chains = mcem.gather_chains(state.mcmc, idx)
+        chains, acceptance = mcem.hmc_e_step(
             key,
             x,
             chains,
@@ -215,7 +215,7 @@ def _mcem_update(model, tx, config, *, binary_data: bool) -> Update:
         metrics = {k: v[0] for k, v in terms.items()}  # The first update's: before the M-step.
         metrics['acceptance_rate'] = jnp.mean(acceptance)
         metrics['step_size'] = jnp.mean(chains.step_size)
-        mcmc = baselines.scatter_chains(
+        mcmc = mcem.scatter_chains(
             state.mcmc, idx, chains, step_size_adaptation=mc.step_size_adaptation
         )
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, mcmc=mcmc)

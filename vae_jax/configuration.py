@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from vae_jax import algorithms, baselines, likelihoods, models, networks, objectives
+from vae_jax import algorithms, likelihoods, mcem, models, networks, objectives
 
 OPTIMIZERS = ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'stages')
 BINARIZATIONS = ('none', 'static', 'dynamic')
 PLACEMENTS = ('auto', 'device', 'host')
-# Training algorithms: Kingma & Welling's AEVB and their Sec. 5 baselines (vae_jax/baselines.py).
+# Training algorithms: Kingma & Welling's AEVB and their Sec. 5 baselines (vae_jax/wake_sleep.py,
+# vae_jax/mcem.py).
 ALGORITHMS = tuple(algorithms.ALGORITHMS)
 # What a non-finite loss, term or gradient does (vae_jax/train.py).
 NONFINITE = ('stop', 'skip')
@@ -171,7 +172,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, 'model.architecture', models.ARCHITECTURES)
     _choice(config, 'model.activation', tuple(networks.ACTIVATIONS))
     _choice(config, 'model.gaussian_mean', networks.GAUSSIAN_MEANS)
-    _choice(config, 'mcem.step_size_adaptation', baselines.STEP_SIZE_ADAPTATIONS)
+    _choice(config, 'mcem.step_size_adaptation', mcem.STEP_SIZE_ADAPTATIONS)
     if 'precision' in config:  # Absent from configs stored before it existed.
         _choice(config, 'precision.train', PRECISIONS)
         _choice(config, 'precision.eval', PRECISIONS)

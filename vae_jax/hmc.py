@@ -1,7 +1,7 @@
 """HMC on a latent-variable model: blackjax's kernel, step-size adaptation, flat latents.
 
 What AIS, BDMC (:mod:`vae_jax.ais`), Kingma & Welling's Appendix D estimator
-(:mod:`vae_jax.appendix_d`) and Monte Carlo EM (:mod:`vae_jax.baselines`) share. A
+(:mod:`vae_jax.appendix_d`) and Monte Carlo EM (:mod:`vae_jax.mcem`) share. A
 model is seen through :class:`vae_jax.objectives.LatentModel` only; one example's
 latents (any pytree, e.g. the hierarchical model's (z_1, z_2)) are one flat vector, the
 state of its chain (:class:`FlatLatents`). The transitions are blackjax's HMC kernel
