@@ -141,7 +141,6 @@ def test_vectorized_sweep_matches_point_by_point(tmp_path, monkeypatch):
 
 
 def test_vectorized_groups_split_by_shape_and_decay():
-    from vae_jax import vectorized
 
     base = tiny_config()
     points = [
@@ -152,4 +151,4 @@ def test_vectorized_groups_split_by_shape_and_decay():
         {'seed': 2, 'optimizer.weight_decay': 1e-2},
     ]
     configs = [sweep_points.apply(base, p) for p in points]
-    assert vectorized.groups(configs) == [[0, 1], [2], [3, 4]]
+    assert sweep_points.groups(configs) == [[0, 1], [2], [3, 4]]

@@ -62,8 +62,8 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Trains every point not finished yet; writes and returns the results table.
 
-    ``vectorize``: points that differ only in ``vectorized.VECTORIZABLE_FIELDS`` train
-    together, one compiled program per group (``vectorized.groups``), before each point
+    ``vectorize``: points that differ only in ``sweep_points.VECTORIZABLE_FIELDS`` train
+    together, one compiled program per group (``sweep_points.groups``), before each point
     is evaluated in its workdir; points with a checkpoint of their own already (an
     interrupted earlier sweep) resume alone.
     """
@@ -115,7 +115,7 @@ def _train_groups(
 
     shares = [0.0] * len(points)
     todo = [i for i, (c, w) in enumerate(zip(configs, workdirs, strict=True)) if not _done(c, w)]
-    for group in vectorized.groups([configs[i] for i in todo]):
+    for group in sweep_points.groups([configs[i] for i in todo]):
         members = [todo[g] for g in group]
         if len(members) < 2:
             continue  # Trained alone by run_point.
@@ -123,9 +123,11 @@ def _train_groups(
             'training %d points together: %s', len(members), [workdirs[i] for i in members]
         )
         try:
-            seconds = vectorized.train_into_workdirs(
-                config, [points[i] for i in members], [workdirs[i] for i in members]
+            t0 = time.perf_counter()
+            vectorized.train_vectorized(
+                config, [points[i] for i in members], workdirs=[workdirs[i] for i in members]
             )
+            seconds = time.perf_counter() - t0
         except vectorized.UnequalSteps as e:
             logging.warning('%s: these points train one by one', e)
             continue

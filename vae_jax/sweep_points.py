@@ -1,4 +1,5 @@
-"""The points of a sweep: build them, parse them from ``--sweep``, apply and name them.
+"""The points of a sweep: build them, parse them from ``--sweep``, apply and name them,
+and which of them can train together as one vectorised program (``groups``).
 
 A point is a dict of dotted config fields to values, ``{'latent_dim': 2, 'seed': 0}``.
 Shared by the sweep CLI (:mod:`vae_jax.sweep`) and vectorised training
@@ -14,9 +15,13 @@ from typing import Any
 
 import ml_collections
 
-from vae_jax import configuration
+from vae_jax import algorithms, configuration
 
 Point = dict[str, Any]
+
+# Fields that may differ between the points of one vectorised sweep: each becomes a
+# traced per-point value [P]; every other field must be equal across the points.
+VECTORIZABLE_FIELDS = ('seed', 'optimizer.learning_rate', 'beta', 'optimizer.weight_decay')
 
 
 def product(**fields: Sequence[Any]) -> list[Point]:
@@ -101,3 +106,53 @@ def point_name(point: Point) -> str:
         text = 'x'.join(map(str, value)) if isinstance(value, tuple) else str(value)
         parts.append(f'{field}={text}')
     return re.sub(r'[^A-Za-z0-9_.,=+-]', '_', ','.join(parts)) or 'base'
+
+
+def flat_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``{dotted.field: value}`` for every leaf field of ``config``."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out.update({f'{key}.{k}': v for k, v in flat_fields(value).items()})
+        else:
+            out[key] = value
+    return out
+
+
+def check_vectorizable(configs: Sequence[ml_collections.ConfigDict]) -> None:
+    """Raises ConfigError naming the first field outside ``VECTORIZABLE_FIELDS`` that differs."""
+    first = flat_fields(configs[0])
+    for c in configs[1:]:
+        flat = flat_fields(c)
+        for field in sorted(set(first) | set(flat)):
+            if field in VECTORIZABLE_FIELDS:
+                continue
+            if first.get(field) != flat.get(field):
+                raise configuration.ConfigError(
+                    f'points differ in {field} ({first.get(field)!r} vs {flat.get(field)!r}), '
+                    f'which changes the program; only {", ".join(VECTORIZABLE_FIELDS)} may '
+                    'differ between the points of a vectorised sweep.'
+                )
+    if algorithms.of(configs[0]).per_example_state:
+        raise configuration.ConfigError(
+            f'algorithm={configs[0].algorithm} keeps state per training example and is not '
+            'vectorised: train its points one by one (vae_jax.sweep).'
+        )
+
+
+def groups(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
+    """Indices of the points that can train together, in first-seen order.
+
+    Points are grouped by every field outside ``VECTORIZABLE_FIELDS`` (so by shape:
+    latent size, widths, ...) and by whether they use weight decay (a structural part of
+    the optimizer state). MCEM points are never grouped.
+    """
+    out: dict[Any, list[int]] = {}
+    for i, c in enumerate(configs):
+        flat = flat_fields(c)
+        key = tuple(sorted((k, repr(v)) for k, v in flat.items() if k not in VECTORIZABLE_FIELDS))
+        key += (c.optimizer.weight_decay > 0,)
+        if algorithms.of(c).per_example_state:
+            key += (i,)
+        out.setdefault(key, []).append(i)
+    return list(out.values())

@@ -1,6 +1,6 @@
 """Vectorised sweeps: many points of a sweep trained together in one compiled program.
 
-Points that differ only in numeric values (``VECTORIZABLE_FIELDS``: seed, learning
+Points that differ only in numeric values (``sweep_points.VECTORIZABLE_FIELDS``: seed, learning
 rate, beta, weight decay) share every shape, so their train states stack along a
 leading point axis ``P`` and one ``jax.vmap`` of the training step of
 :func:`vae_jax.train.make_train_step` trains all of them, ``steps_per_dispatch``
@@ -24,7 +24,6 @@ spread over the devices (a ``Mesh`` with a ``points`` axis; each device trains
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -36,7 +35,6 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vae_jax import (
-    algorithms,
     checkpointing,
     configuration,
     data,
@@ -50,10 +48,6 @@ from vae_jax import (
     train,
     workdir_files,
 )
-
-# Fields that may differ between the points of one vectorised sweep: each becomes a
-# traced per-point value [P]; every other field must be equal across the points.
-VECTORIZABLE_FIELDS = ('seed', 'optimizer.learning_rate', 'beta', 'optimizer.weight_decay')
 
 
 class UnequalSteps(workdir_files.WorkdirConflictError):
@@ -95,38 +89,6 @@ class _ConfigView:
         if name in self._overrides:
             return self._overrides[name]
         return self._config.get(name, default)
-
-
-def _flat(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``{dotted.field: value}`` for every leaf field of ``config``."""
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict):
-            out.update({f'{key}.{k}': v for k, v in _flat(value).items()})
-        else:
-            out[key] = value
-    return out
-
-
-def check_vectorizable(configs: Sequence[ml_collections.ConfigDict]) -> None:
-    """Raises ConfigError naming the first field outside ``VECTORIZABLE_FIELDS`` that differs."""
-    first = _flat(configs[0])
-    for c in configs[1:]:
-        flat = _flat(c)
-        for field in sorted(set(first) | set(flat)):
-            if field in VECTORIZABLE_FIELDS:
-                continue
-            if first.get(field) != flat.get(field):
-                raise configuration.ConfigError(
-                    f'points differ in {field} ({first.get(field)!r} vs {flat.get(field)!r}), '
-                    f'which changes the program; only {", ".join(VECTORIZABLE_FIELDS)} may '
-                    'differ between the points of a vectorised sweep.'
-                )
-    if algorithms.of(configs[0]).per_example_state:
-        raise configuration.ConfigError(
-            f'algorithm={configs[0].algorithm} keeps state per training example and is not '
-            'vectorised: train its points one by one (vae_jax.sweep).'
-        )
 
 
 def make_vectorized_multi_step(
@@ -196,7 +158,7 @@ def train_vectorized(
     Args:
       config: the sweep's base config.
       points: ``{dotted.field: value}`` overrides (as in ``vae_jax.sweep``); they may
-        differ only in ``VECTORIZABLE_FIELDS``.
+        differ only in ``sweep_points.VECTORIZABLE_FIELDS``.
       num_steps: steps to train; default ``config.num_steps`` (equal for all points).
       train_data: ``[N, ...]`` float32 training set used instead of loading
         ``config.dataset`` (for benchmarks); no binarisation is applied to it beyond
@@ -230,7 +192,7 @@ def train_vectorized(
         if num_steps is not None:
             c.num_steps = num_steps
         configuration.validate(c)
-    check_vectorizable(configs)
+    sweep_points.check_vectorizable(configs)
     base = configs[0]
     names = [sweep_points.point_name(p) for p in points]
 
@@ -305,7 +267,7 @@ def train_vectorized(
     if on_dispatch is not None:
         actions.append(lambda step, state, metrics: on_dispatch())
     actions.append(_log_points(base, len(points)))
-    # The points differ only in VECTORIZABLE_FIELDS, none of which the ELBO reads: one
+    # The points differ only in sweep_points.VECTORIZABLE_FIELDS, none of which the ELBO reads: one
     # compiled ELBO serves every point (each with its own evaluation stream and splits).
     elbo_fn = evaluators.make_elbo_fn(setups[0].model, base.precision.eval)
     checkpointers = []
@@ -407,34 +369,3 @@ def _placement(num_points: int, devices: Sequence[jax.Device] | None):
             devices[0],
         )
     return (lambda tree: jax.device_put(tree, devices[0]),) * 2
-
-
-def groups(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
-    """Indices of the points that can train together, in first-seen order.
-
-    Points are grouped by every field outside ``VECTORIZABLE_FIELDS`` (so by shape:
-    latent size, widths, ...) and by whether they use weight decay (a structural part of
-    the optimizer state). MCEM points are never grouped.
-    """
-    out: dict[Any, list[int]] = {}
-    for i, c in enumerate(configs):
-        flat = _flat(c)
-        key = tuple(sorted((k, repr(v)) for k, v in flat.items() if k not in VECTORIZABLE_FIELDS))
-        key += (c.optimizer.weight_decay > 0,)
-        if algorithms.of(c).per_example_state:
-            key += (i,)
-        out.setdefault(key, []).append(i)
-    return list(out.values())
-
-
-def train_into_workdirs(
-    config: ml_collections.ConfigDict, points: Sequence[sweep_points.Point], workdirs: Sequence[str]
-) -> float:
-    """Trains ``points`` together into ``workdirs`` (``train_vectorized``'s ``workdirs``).
-
-    Returns:
-      The wall time of the vectorised training, in seconds.
-    """
-    t0 = time.perf_counter()
-    train_vectorized(config, points, workdirs=workdirs)
-    return time.perf_counter() - t0
