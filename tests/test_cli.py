@@ -1,6 +1,7 @@
 """The command-line tools, table-driven: bad flags end in one `error:` line naming the flag,
 exit status 1, no traceback, and the workdir as it was."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,43 +12,91 @@ from helpers import REPO, tiny_config
 
 from vae_jax import train
 
-# (tool, flags, what the error line must say). {run} is a trained run, {tmp} a scratch folder.
-CASES = [
-    ('evaluate', ['--num_importance_samples=0'], '--num_importance_samples=0'),
-    ('evaluate', ['--num_importance_samples=-5'], '--num_importance_samples=-5'),
-    ('evaluate', ['--batch_size=0'], '--batch_size=0'),
-    ('evaluate', ['--chunk_size=-1'], '--chunk_size=-1'),
-    ('evaluate', ['--max_examples=-1'], '--max_examples=-1'),
-    ('evaluate', ['--ais_steps=0'], '--ais_steps=0'),
-    ('evaluate', ['--bdmc_examples=-1'], '--bdmc_examples=-1'),
-    ('evaluate', ['--seed=-1'], '--seed=-1'),
-    ('evaluate', ['--report_k=5,5'], '--report_k'),
-    ('evaluate', ['--report_k=abc'], '--report_k'),
-    ('evaluate', ['--report_k=0'], '--report_k'),
-    ('evaluate', ['--split=nope'], '--split=nope'),
-    ('evaluate', ['--batch_size=1e9x'], '--batch_size'),
-    ('evaluate', ['--plot={tmp}/missing/d.png'], '--plot='),
-    ('evaluate', ['--plot={tmp}/d.jpg'], '--plot='),
-    ('sample', ['--out={tmp}/s.png', '--num=0'], '--num=0'),
-    ('sample', ['--out={tmp}/s.png', '--manifold=-2'], '--manifold=-2'),
-    ('sample', ['--out={tmp}/s.png', '--seed=-1'], '--seed=-1'),
-    ('sample', ['--out={tmp}/missing/s.png'], '--out='),
-    ('sample', ['--out='], '--out='),
-    ('main', ['--config=configs/nonexistent.py'], '--config'),
-    ('main', ['--config=configs'], '--config'),
-    ('main', ['--config=configs/default.py', '--config.batch_size=abc'], '--config.batch_size'),
-    ('main', ['--config=configs/default.py', '--config.nosuch=1'], '--config.nosuch'),
-    ('main', ['--config=configs/default.py', '--config.batch_size=-1'], 'config.batch_size'),
-    ('main', ['--config=configs/default.py', '--config.beta=nan'], 'config.beta'),
-    ('main', ['--config=configs/default.py', '--num_processes=0'], '--num_processes'),
-    ('sweep', ['--config=configs/default.py', '--sweep=seed='], 'seed'),
-    ('sweep', ['--config=configs/default.py', '--sweep=seed=1,1'], 'repeats'),
-    ('sweep', ['--config=configs/default.py', '--sweep=latnt_dim=2'], 'latnt_dim'),
-    ('sweep', ['--config=configs/default.py', '--sweep=latent_dim=-1'], 'config.latent_dim'),
+# Every flag of every tool, with values it must refuse; test_the_table_has_every_flag fails
+# when a tool gains a flag that is not here. {run} is a trained run, {tmp} a scratch
+# folder, {file} a file where a folder belongs. Each value replaces that flag in the tool's
+# otherwise good command line (BASE); the error line must name the flag.
+HUGE = '99999999999999999999'  # More than any int64.
+BAD = {
+    'main': {
+        'config': ['configs/nonexistent.py', 'configs', ''],
+        'workdir': ['', '{file}', '{file}/sub'],
+        'restart': ['maybe'],
+        'coordinator_address': ['localhost:1234'],  # Without the other two.
+        'num_processes': ['0', '-1', 'abc', HUGE],
+        'process_id': ['-1', 'abc', HUGE],
+        'multihost': ['maybe'],
+    },
+    'evaluate': {
+        'workdir': ['', '{tmp}/missing', '{file}'],
+        'split': ['nope', ''],
+        'method': ['nope'],
+        'num_importance_samples': ['0', '-5', 'abc', '1.5', HUGE],
+        'report_k': ['5,5', 'abc', '0', '-1'],
+        'batch_size': ['0', '1e9x', HUGE],
+        'chunk_size': ['-1', '0', HUGE],
+        'max_examples': ['-1', HUGE],
+        'seed': ['-1', 'x', HUGE],
+        'ais_steps': ['0', HUGE],
+        'bdmc_examples': ['-1', HUGE],
+        'precision': ['fast'],
+        'plot': ['{tmp}/missing/d.png', '{tmp}/d.jpg'],
+    },
+    'sample': {
+        'workdir': ['', '{tmp}/missing'],
+        'num': ['0', 'abc', HUGE],
+        'source': ['nope'],
+        'split': ['nope'],
+        'means': ['maybe'],
+        'manifold': ['-2', '3', HUGE],  # 3: the run's latent space is not 2-D.
+        'seed': ['-1', HUGE],
+        'out': ['', '{tmp}/missing/s.png', '{tmp}/s.jpg'],
+    },
+    'sweep': {
+        'config': ['configs/nonexistent.py', ''],
+        'workdir': ['', '{file}'],
+        'sweep': ['seed=', 'seed=1,1', 'latnt_dim=2', 'latent_dim=-1', 'nonsense', 'seed=a'],
+        'vectorize': ['maybe'],
+    },
+}
+# The good command line each case starts from.
+BASE = {
+    'main': {'config': 'configs/default.py', 'workdir': '{tmp}/new'},
+    'evaluate': {'workdir': '{run}'},
+    'sample': {'workdir': '{run}', 'out': '{tmp}/s.png'},
+    'sweep': {'config': 'configs/default.py', 'workdir': '{tmp}/new', 'sweep': 'seed=0,1'},
+}
+# Config fields through the command line (every field's bad values: test_config_fields.py),
+# and a positional argument, which no tool takes.
+CONFIG_CASES = [
+    ('main', ['--config.batch_size=abc'], '--config.batch_size'),
+    ('main', ['--config.nosuch=1'], '--config.nosuch'),
+    ('main', ['--config.batch_size=-1'], 'config.batch_size'),
+    ('main', ['--config.beta=nan'], 'config.beta'),
+    *(
+        (tool, ['stray'], 'unexpected arguments')
+        for tool in ('main', 'evaluate', 'sample', 'sweep')
+    ),
 ]
-# The workdir each tool is pointed at: the trained run (read by evaluate and sample), a
-# scratch one (main, sweep), or a file where a folder belongs.
-WORKDIR = {'evaluate': '{run}', 'sample': '{run}', 'main': '{tmp}/new', 'sweep': '{tmp}/new'}
+CASES = [
+    (tool, [f'--{k}={v}' for k, v in {**BASE[tool], flag: value}.items()], f'--{flag}')
+    for tool, table in BAD.items()
+    for flag, values in table.items()
+    for value in values
+] + [
+    (tool, [f'--{k}={v}' for k, v in BASE[tool].items()] + args, says)
+    for tool, args, says in CONFIG_CASES
+]
+# Which flags a tool defines: its own module's and cli's (absl's --help, --verbosity and
+# the like are absl's).
+LIST_FLAGS = """
+import importlib, json, sys
+from absl import flags
+tool = importlib.import_module('vae_jax.' + sys.argv[1])
+getattr(tool, '_define_flags', lambda: None)()
+names = {f.name for f in flags.FLAGS.get_flags_for_module(tool.__name__)}
+print(json.dumps(sorted(names)))
+"""
 
 
 @pytest.fixture(scope='module')
@@ -66,19 +115,23 @@ def _snapshot(folder):
 
 
 def _call(tool, args, run, tmp):
-    fill = {'run': run, 'tmp': tmp}
-    cmd = [
-        sys.executable,
-        '-m',
-        f'vae_jax.{tool}',
-        f'--workdir={WORKDIR[tool].format(**fill)}',
-        *(a.format(**fill) for a in args),
-    ]
+    fill = {'run': run, 'tmp': tmp, 'file': os.path.join(tmp, 'file')}
+    cmd = [sys.executable, '-m', f'vae_jax.{tool}', *(a.format(**fill) for a in args)]
     env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
 
 
+def test_the_table_has_every_flag():
+    for tool in BAD:
+        out = subprocess.run(
+            [sys.executable, '-c', LIST_FLAGS, tool], capture_output=True, text=True, cwd=REPO
+        )
+        assert out.returncode == 0, out.stderr[-500:]
+        assert sorted(BAD[tool]) == json.loads(out.stdout), tool
+
+
 def test_every_bad_flag_is_one_error_line(run, tmp_path):
+    (tmp_path / 'file').write_text('')
     before = _snapshot(run)
     with ThreadPoolExecutor(2) as pool:
         outs = list(pool.map(lambda c: _call(c[0], c[1], run, tmp_path), CASES))

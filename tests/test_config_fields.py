@@ -85,3 +85,55 @@ def test_a_bad_value_is_refused_naming_its_field(field, bad):
     with pytest.raises(configuration.ConfigError) as err:
         configuration.validate(config)
     assert f'config.{field}' in str(err.value), str(err.value)
+
+
+# Fields only some settings read (configuration.SETTING_FIELDS): a value each may take, a
+# setting that reads it and one that does not (configs/default.py's is one of the two).
+_VAMP = {'model.prior': 'vamp', 'kl_estimator': 'monte_carlo'}
+_GAUSSIAN = {'likelihood': 'gaussian', 'binarization': 'none'}
+_MCEM = {'algorithm': 'mcem'}
+_SETTING_CASES = {
+    'optimizer.warmup_steps': (10, {'optimizer.schedule': 'warmup_cosine'}, {}),
+    'optimizer.num_stages': (4, {'optimizer.schedule': 'stages'}, {}),
+    'optimizer.stage_steps': (10, {'optimizer.schedule': 'stages'}, {}),
+    'optimizer.stage_growth': (2, {'optimizer.schedule': 'stages'}, {}),
+    'optimizer.stage_decay': (0.5, {'optimizer.schedule': 'stages'}, {}),
+    'optimizer.b1': (0.5, {'optimizer.name': 'adamw'}, {'optimizer.name': 'sgd'}),
+    'optimizer.b2': (0.9, {}, {'optimizer.name': 'adagrad'}),
+    'optimizer.eps': (1e-4, {}, {'optimizer.name': 'rmsprop'}),
+    'optimizer.adagrad_initial_accumulator': (0.2, {'optimizer.name': 'adagrad'}, {}),
+    'model.num_pseudo_inputs': (10, _VAMP, {}),
+    'model.conv_channels': ((8,), {'model.architecture': 'conv'}, {}),
+    'model.gaussian_mean': ('sigmoid', _GAUSSIAN, {}),
+    'model.min_log_var': (-5.0, _GAUSSIAN, {}),
+    'device_data_max_mb': (10, {}, {'data_placement': 'device'}),
+    'eval_ais_steps': (5, _MCEM, {}),
+    'eval_ais_chains': (2, _MCEM, {'algorithm': 'wake_sleep'}),
+    'mcem.num_leapfrog_steps': (5, _MCEM, {}),
+    'mcem.num_transitions': (2, _MCEM, {}),
+    'mcem.num_weight_updates': (1, _MCEM, {}),
+    'mcem.target_acceptance': (0.65, _MCEM, {}),
+    'mcem.step_size_adaptation': ('per_example', _MCEM, {}),
+    'mcem.initial_step_size': (0.1, _MCEM, {}),
+}
+
+
+def _config(**fields):
+    config = default.get_config()
+    config.update_from_flattened_dict(fields)
+    return config
+
+
+def test_setting_fields_have_the_defaults_of_configs_default():
+    assert sorted(_SETTING_CASES) == sorted(f for f, *_ in configuration.SETTING_FIELDS)
+    for field, value, _, _ in configuration.SETTING_FIELDS:
+        assert dict(_leaves(default.get_config()))[field] == value, field
+
+
+@pytest.mark.parametrize('field', sorted(_SETTING_CASES))
+def test_a_field_the_setting_ignores_is_refused_and_one_it_reads_accepted(field):
+    value, reading, ignoring = _SETTING_CASES[field]
+    configuration.validate(_config(**reading, **{field: value}))
+    configuration.validate(_config(**ignoring))  # The setting alone is fine.
+    with pytest.raises(configuration.ConfigError, match=rf'config\.{field}=.* ignored'):
+        configuration.validate(_config(**ignoring, **{field: value}))

@@ -15,6 +15,10 @@ from collections.abc import Callable
 
 from absl import app, flags
 
+# The largest value an integer flag takes: beyond it jax's int32 counts and indices overflow,
+# and no sensible count of samples, steps or examples is near it.
+MAX_INT = 2**31 - 1
+
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parser, with every parsing error as one ``error:`` line."""
@@ -36,8 +40,17 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)`` with :func:`parse_flags`."""
-    app.run(main, flags_parser=parse_flags)
+    """``absl.app.run(main)`` with :func:`parse_flags`; positional arguments are refused."""
+
+    def checked(argv: list[str]) -> None:
+        if len(argv) > 1:
+            sys.exit(
+                f'error: unexpected arguments {argv[1:]}: every input is a --flag=value '
+                '(a flag and its value may also be separated by a space)'
+            )
+        main(argv)
+
+    app.run(checked, flags_parser=parse_flags)
 
 
 def config_value(flag) -> object:
@@ -73,6 +86,8 @@ def require_writable(folder: str, what: str) -> None:
 
 def require_workdir(workdir: str) -> None:
     """Raises ValueError unless ``workdir`` is, or can become, a writable folder."""
+    if not workdir:
+        raise ValueError('--workdir is empty: name a folder')
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f'--workdir={workdir} is a file, not a folder')
     existing = os.path.abspath(workdir)

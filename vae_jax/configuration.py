@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import ml_collections
 
@@ -155,6 +156,75 @@ def _prior_fields(config: ml_collections.ConfigDict) -> None:
     _aevb_with_monte_carlo_kl(config, "model.prior='vamp'")
 
 
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+    value = config
+    for part in field.split('.'):
+        value = value[part]
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _stages(c):
+    return c.optimizer.schedule == 'stages'
+
+
+def _adam(c):
+    return c.optimizer.name in ('adam', 'adamw')
+
+
+def _mcem(c):
+    return c.algorithm == 'mcem'
+
+
+def _gaussian(c):
+    return c.likelihood == 'gaussian'
+
+
+# Fields that only some settings read, each with its value in configs/default.py and the
+# settings that read it. Another value under a setting that does not read the field would
+# be recorded in config.json and ignored, so ``validate`` refuses it
+# (tests/test_config_fields.py checks these defaults against configs/default.py).
+SETTING_FIELDS: tuple[tuple[str, Any, str, Callable[[ml_collections.ConfigDict], bool]], ...] = (
+    ('optimizer.warmup_steps', 0, "optimizer.schedule='warmup_cosine'",
+     lambda c: c.optimizer.schedule == 'warmup_cosine'),
+    ('optimizer.num_stages', 8, "optimizer.schedule='stages'", _stages),
+    ('optimizer.stage_steps', 1000, "optimizer.schedule='stages'", _stages),
+    ('optimizer.stage_growth', 3, "optimizer.schedule='stages'", _stages),
+    ('optimizer.stage_decay', 0.1, "optimizer.schedule='stages'", _stages),
+    ('optimizer.b1', 0.9, "optimizer.name='adam' or 'adamw'", _adam),
+    ('optimizer.b2', 0.999, "optimizer.name='adam' or 'adamw'", _adam),
+    ('optimizer.eps', 1e-8, "optimizer.name='adam' or 'adamw'", _adam),
+    ('optimizer.adagrad_initial_accumulator', 0.1, "optimizer.name='adagrad'",
+     lambda c: c.optimizer.name == 'adagrad'),
+    ('model.num_pseudo_inputs', 500, "model.prior='vamp'", lambda c: c.model.prior == 'vamp'),
+    ('model.conv_channels', (32, 64), "model.architecture='conv'",
+     lambda c: c.model.architecture == 'conv'),
+    ('model.gaussian_mean', 'identity', "likelihood='gaussian'", _gaussian),
+    ('model.min_log_var', None, "likelihood='gaussian'", _gaussian),
+    ('device_data_max_mb', 1024, "data_placement='auto'", lambda c: c.data_placement == 'auto'),
+    # A run's final log p(x) is AIS from the prior only where no encoder is trained.
+    ('eval_ais_steps', 100, "algorithm='mcem'", lambda c: not algorithms.of(c).trains_encoder),
+    ('eval_ais_chains', 4, "algorithm='mcem'", lambda c: not algorithms.of(c).trains_encoder),
+    ('mcem.num_leapfrog_steps', 10, "algorithm='mcem'", _mcem),
+    ('mcem.num_transitions', 1, "algorithm='mcem'", _mcem),
+    ('mcem.num_weight_updates', 5, "algorithm='mcem'", _mcem),
+    ('mcem.target_acceptance', 0.9, "algorithm='mcem'", _mcem),
+    ('mcem.step_size_adaptation', 'shared', "algorithm='mcem'", _mcem),
+    ('mcem.initial_step_size', 0.05, "algorithm='mcem'", _mcem),
+)  # fmt: skip
+
+
+def _unread_fields(config: ml_collections.ConfigDict) -> None:
+    """Refuses a field set away from its default under a setting that ignores it."""
+    for field, default, readers, reads in SETTING_FIELDS:
+        value = _get(config, field)
+        if value != default and not reads(config):
+            raise ConfigError(
+                f'config.{field}={value!r} is read only with {readers}, which this config '
+                f'does not use: it would be ignored. Set --config.{field}={default!r} or '
+                'choose a setting that reads it.'
+            )
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first field that cannot work.
 
@@ -276,6 +346,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                     f'config.algorithm={config.algorithm!r} ignores it: '
                     f'set --config.{field}={aevb_only!r}.'
                 )
+    _unread_fields(config)
 
 
 def validate_against_data(

@@ -50,7 +50,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from vae_jax import (
     algorithms,
@@ -319,25 +319,39 @@ _K = flags.DEFINE_integer(
     f'K: samples per example for is/iwae, chains for ais, posterior samples for appendix_d '
     f'(default {DEFAULT_K}).',
     lower_bound=1,
+    upper_bound=cli.MAX_INT,
 )
 _REPORT_K = flags.DEFINE_list('report_k', [], 'Also report the IWAE bound at these K.')
-_BATCH = flags.DEFINE_integer('batch_size', 100, 'Examples per batch.', lower_bound=1)
+_BATCH = flags.DEFINE_integer(
+    'batch_size', 100, 'Examples per batch.', lower_bound=1, upper_bound=cli.MAX_INT
+)
 _CHUNK = flags.DEFINE_integer(
     'chunk_size',
     100,
     'Most samples of z per example drawn at once. batch_size x chunk_size decoder rows stay '
     'in cache on a CPU: 100 x 100 ran ~1.7x faster than 100 x 500 (benchmarks/README.md).',
     lower_bound=1,
+    upper_bound=cli.MAX_INT,
 )
 _MAX_EXAMPLES = flags.DEFINE_integer(
-    'max_examples', 0, 'Use only the first N examples (0: all).', lower_bound=0
+    'max_examples',
+    0,
+    'Use only the first N examples (0: all).',
+    lower_bound=0,
+    upper_bound=cli.MAX_INT,
 )
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the estimator.', lower_bound=0)
+_SEED = flags.DEFINE_integer(
+    'seed', 0, 'Seed of the estimator.', lower_bound=0, upper_bound=cli.MAX_INT
+)
 _AIS_STEPS = flags.DEFINE_integer(
-    'ais_steps', 500, 'AIS intermediate distributions.', lower_bound=1
+    'ais_steps', 500, 'AIS intermediate distributions.', lower_bound=1, upper_bound=cli.MAX_INT
 )
 _BDMC = flags.DEFINE_integer(
-    'bdmc_examples', 16, 'ais: examples simulated for BDMC (0: none).', lower_bound=0
+    'bdmc_examples',
+    16,
+    'ais: examples simulated for BDMC (0: none).',
+    lower_bound=0,
+    upper_bound=cli.MAX_INT,
 )
 _PRECISION = flags.DEFINE_enum(
     'precision',
@@ -358,8 +372,7 @@ def _distinct_positive_ints(values: list[str]) -> bool:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    del argv  # cli.run refuses positional arguments.
     try:
         if _PLOT.value:
             cli.require_png(_PLOT.value, '--plot')

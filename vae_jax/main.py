@@ -18,7 +18,7 @@ Kubernetes, Cloud TPU).
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from vae_jax import (
@@ -51,9 +51,15 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes',
     None,
     f'Multi-host: number of processes (default ${parallel.ENV_NUM_PROCESSES}).',
+    lower_bound=1,
+    upper_bound=cli.MAX_INT,
 )
 _PROCESS_ID = flags.DEFINE_integer(
-    'process_id', None, f'Multi-host: this process, 0..N-1 (default ${parallel.ENV_PROCESS_ID}).'
+    'process_id',
+    None,
+    f'Multi-host: this process, 0..N-1 (default ${parallel.ENV_PROCESS_ID}).',
+    lower_bound=0,
+    upper_bound=cli.MAX_INT,
 )
 _MULTIHOST = flags.DEFINE_bool(
     'multihost',
@@ -73,8 +79,7 @@ _REPORTED = (
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    del argv  # cli.run refuses positional arguments.
     try:
         parallel.initialize(
             _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_MULTIHOST.value

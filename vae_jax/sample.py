@@ -11,16 +11,19 @@ new prior: take data x from ``--split``, draw z ~ q(z|x), then x ~ p(x|z).
 
 from __future__ import annotations
 
+import math
 import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from vae_jax import cli, data, models, plotting, runs
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
-_NUM = flags.DEFINE_integer('num', 64, 'Number of samples.', lower_bound=1)
+# One PNG grid: 10,000 images (a 100 x 100 grid) is more than a picture can show.
+MAX_IMAGES = 10_000
+_NUM = flags.DEFINE_integer('num', 64, 'Number of samples.', lower_bound=1, upper_bound=MAX_IMAGES)
 _SOURCE = flags.DEFINE_enum('source', 'prior', ['prior', 'posterior'], 'Where z comes from.')
 _SPLIT = flags.DEFINE_enum(
     'split', 'train', ['train', 'valid', 'test'], 'Data split for --source=posterior.'
@@ -32,15 +35,17 @@ _MANIFOLD = flags.DEFINE_integer(
     'If > 0: draw the n x n learned manifold of a 2-D latent space through the '
     'inverse Gaussian CDF (Kingma & Welling 2013, Figure 4); ignores --num and --source.',
     lower_bound=0,
+    upper_bound=math.isqrt(MAX_IMAGES),
 )
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the draws.', lower_bound=0)
+_SEED = flags.DEFINE_integer(
+    'seed', 0, 'Seed of the draws.', lower_bound=0, upper_bound=cli.MAX_INT
+)
 _OUT = flags.DEFINE_string('out', None, 'Output PNG path.')
 flags.mark_flags_as_required(['workdir', 'out'])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    del argv  # cli.run refuses positional arguments.
     try:
         cli.require_png(_OUT.value, '--out')
         run = runs.load_run(_WORKDIR.value)
@@ -53,6 +58,11 @@ def main(argv):
             'error: --manifold draws N(0, I) quantiles of one latent layer; this run has '
             f'another prior or several layers (model.architecture={config.model.architecture}, '
             f'model.prior={config.model.prior}).'
+        )
+    if _MANIFOLD.value and config.latent_dim != 2:
+        sys.exit(
+            f'error: --manifold={_MANIFOLD.value} needs a run with a 2-D latent space; this '
+            f'run has latent_dim={config.latent_dim}.'
         )
     if _MANIFOLD.value:
         z = plotting.manifold_latents(_MANIFOLD.value, config.latent_dim)

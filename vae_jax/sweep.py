@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 import ml_collections
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from vae_jax import (
@@ -67,14 +67,8 @@ def run_sweep(
     is evaluated in its workdir; points with a checkpoint of their own already (an
     interrupted earlier sweep) resume alone.
     """
-    if not points:
-        raise configuration.ConfigError('the sweep has no points.')
+    configs = check_points(config, points)
     names = [sweep_points.point_name(p) for p in points]
-    if len(set(names)) != len(names):
-        raise configuration.ConfigError(f'the sweep repeats a point: {names}')
-    configs = [sweep_points.apply(config, p) for p in points]
-    for c in configs:  # Every point is checked before the first one trains.
-        configuration.validate(c)
     os.makedirs(workdir, exist_ok=True)
     shared_seconds = [0.0] * len(points)  # Each point's share of its group's training.
     if vectorize:
@@ -99,6 +93,25 @@ def run_sweep(
     write_csv(os.path.join(workdir, 'sweep_results.csv'), rows)
     _plot(rows, list(points[0]), os.path.join(workdir, 'sweep_results.png'))
     return rows
+
+
+def check_points(
+    config: ml_collections.ConfigDict, points: list[sweep_points.Point]
+) -> list[ml_collections.ConfigDict]:
+    """Each point's config, every one checked before the first trains.
+
+    Raises:
+      configuration.ConfigError: no points, a repeated point, or a point's bad config.
+    """
+    if not points:
+        raise configuration.ConfigError('the sweep has no points.')
+    names = [sweep_points.point_name(p) for p in points]
+    if len(set(names)) != len(names):
+        raise configuration.ConfigError(f'the sweep repeats a point: {names}')
+    configs = [sweep_points.apply(config, p) for p in points]
+    for c in configs:
+        configuration.validate(c)
+    return configs
 
 
 def _train_groups(
@@ -241,8 +254,7 @@ def _define_flags() -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    del argv  # cli.run refuses positional arguments.
     config = cli.config_value(_FLAGS['config'])
     workdir, spec = _FLAGS['workdir'].value, _FLAGS['sweep'].value
     try:
@@ -250,14 +262,20 @@ def main(argv):
     except ValueError as e:
         sys.exit(f'error: {e}')
     try:
-        if spec:
-            points = sweep_points.parse_sweep(spec, config)
-        else:
-            points = load_sweep(flags.FLAGS['config'].config_filename)
-            if points is None:
-                raise configuration.ConfigError(
-                    'the config file defines no get_sweep(); pass --sweep=field=v1,v2;...'
-                )
+        configuration.validate(config)  # The base config's own errors, named as such.
+        source = f'--sweep={spec}' if spec else "--config's get_sweep()"
+        try:
+            if spec:
+                points = sweep_points.parse_sweep(spec, config)
+            else:
+                points = load_sweep(flags.FLAGS['config'].config_filename)
+                if points is None:
+                    raise configuration.ConfigError(
+                        'the config file defines no get_sweep(); pass --sweep=field=v1,v2;...'
+                    )
+            check_points(config, points)
+        except configuration.ConfigError as e:
+            sys.exit(f'error: {source}: {e}')
         rows = run_sweep(config, points, workdir, vectorize=_FLAGS['vectorize'].value)
     except (
         configuration.ConfigError,
