@@ -3,6 +3,7 @@ exit status 1, no traceback, and the workdir as it was."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -166,3 +167,21 @@ def test_a_workdir_that_is_a_file_is_refused(run, tmp_path):
         )
         assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-500:]
         assert 'is a file, not a folder' in out.stderr
+
+
+@pytest.mark.parametrize('text', ['{"latent_dim": 4, ', '[1, 2]'])
+def test_a_damaged_config_json_is_one_error_line(run, tmp_path, text):
+    damaged = tmp_path / 'damaged'
+    shutil.copytree(run, damaged)
+    (damaged / 'config.json').write_text(text)
+    before = _snapshot(damaged)
+    for tool, args in (
+        ('evaluate', []),
+        ('sample', [f'--out={tmp_path}/s.png']),
+        ('main', ['--config=configs/default.py']),
+    ):
+        out = _call(tool, [f'--workdir={damaged}', *args], run, tmp_path)
+        errors = [line for line in out.stderr.splitlines() if line.startswith('error:')]
+        assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-500:]
+        assert len(errors) == 1 and 'config.json is not a config vae_jax wrote' in errors[0]
+    assert _snapshot(damaged) == before

@@ -664,3 +664,19 @@ def test_a_workdir_without_a_checkpoint_takes_a_new_config(tmp_path):
     assert json.loads((tmp_path / workdir_files.CONFIG_FILE).read_text())['latent_dim'] == 4
     with pytest.raises(workdir_files.WorkdirConflictError, match='latent_dim: 4 -> 5'):
         train.train_and_evaluate(tiny_config(num_steps=5, latent_dim=5), str(tmp_path))
+
+
+@pytest.mark.parametrize('text', ['{"latent_dim": 4, ', '[1, 2]', '\xff'])
+def test_a_damaged_config_json_is_named_and_replaced_only_without_a_checkpoint(tmp_path, text):
+    path = tmp_path / workdir_files.CONFIG_FILE
+    path.write_text(text, encoding='latin-1')
+    (tmp_path / workdir_files.CHECKPOINT_DIR / '5').mkdir(parents=True)  # A run to resume.
+    for call in (
+        lambda: workdir_files.write_or_check_config(tiny_config(), str(tmp_path)),
+        lambda: workdir_files.read_config(str(tmp_path)),
+    ):
+        with pytest.raises(workdir_files.CorruptConfigError, match='config.json is not a config'):
+            call()
+    (tmp_path / workdir_files.CHECKPOINT_DIR / '5').rmdir()  # Nothing to resume any more.
+    workdir_files.write_or_check_config(tiny_config(), str(tmp_path))
+    assert workdir_files.read_config(str(tmp_path)).latent_dim == tiny_config().latent_dim

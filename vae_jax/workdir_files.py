@@ -92,9 +92,14 @@ def write_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> No
     """
     path = os.path.join(workdir, CONFIG_FILE)
     new = config_to_dict(config)
+    if os.path.exists(path) and not _has_checkpoint(workdir):
+        try:
+            _load_json(path)
+        except CorruptConfigError as e:  # Nothing to resume: the new config replaces it.
+            logging.warning('%s; replacing it (the workdir holds no checkpoint)', e)
+            os.remove(path)
     if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+        old = _load_json(path)
         old_flat, new_flat = _flatten(old), _flatten(new)
         changed = sorted(
             k
@@ -143,12 +148,32 @@ def write_atomically(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+class CorruptConfigError(WorkdirConflictError):
+    """The workdir's ``config.json`` is not a config that vae_jax wrote."""
+
+
+def _load_json(path: str) -> dict[str, Any]:
+    """``config.json`` as a dict; CorruptConfigError where it is not JSON of an object."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        value, why = None, f'not JSON: {e}'
+    else:
+        why = f'a JSON {type(value).__name__}, not an object'
+    if not isinstance(value, dict):
+        raise CorruptConfigError(
+            f'{path} is not a config vae_jax wrote ({why}); restore it from a copy, or start '
+            'over with --restart (main) or a new --workdir'
+        )
+    return value
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f'no {CONFIG_FILE} in {workdir}: is it the --workdir of a run?')
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(_load_json(path))
 
 
 def stamp() -> str:
