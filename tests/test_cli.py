@@ -18,9 +18,16 @@ from vae_jax import train
 # folder, {file} a file where a folder belongs. Each value replaces that flag in the tool's
 # otherwise good command line (BASE); the error line must name the flag.
 HUGE = '99999999999999999999'  # More than any int64.
+# Config files that fail to load, written into {tmp} by the test.
+CONFIG_FILES = {
+    'syntax_error.py': 'def get_config(:\n',
+    'no_get_config.py': 'x = 1\n',
+    'returns_an_int.py': 'def get_config():\n    return 5\n',
+}
 BAD = {
     'main': {
-        'config': ['configs/nonexistent.py', 'configs', ''],
+        # A syntax error, no get_config(), a get_config() that returns an int (CONFIG_FILES).
+        'config': ['configs/nonexistent.py', 'configs', '', *('{tmp}/' + f for f in CONFIG_FILES)],
         'workdir': ['', '{file}', '{file}/sub'],
         'restart': ['maybe'],
         'coordinator_address': ['localhost:1234'],  # Without the other two.
@@ -133,6 +140,8 @@ def test_the_table_has_every_flag():
 
 def test_every_bad_flag_is_one_error_line(run, tmp_path):
     (tmp_path / 'file').write_text('')
+    for name, text in CONFIG_FILES.items():
+        (tmp_path / name).write_text(text)
     before = _snapshot(run)
     with ThreadPoolExecutor(2) as pool:
         outs = list(pool.map(lambda c: _call(c[0], c[1], run, tmp_path), CASES))

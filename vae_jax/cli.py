@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 
+import ml_collections
 from absl import app, flags
 
 # The largest value an integer flag takes: beyond it jax's int32 counts and indices overflow,
@@ -29,6 +30,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     except (OSError, SyntaxError, ImportError, NameError) as e:  # A config file that fails.
         sys.exit(f'error: --config: {_root_cause(e)}')
     except (AttributeError, KeyError) as e:
+        if isinstance(e, AttributeError) and "no attribute 'get_config'" in str(e):
+            sys.exit('error: --config: the file defines no get_config()')
         # ml_collections reports a field that the locked config lacks as an AttributeError
         # from inside the flag parser.
         name = str(e).strip('"\'')
@@ -53,14 +56,22 @@ def run(main: Callable[[list[str]], None]) -> None:
     app.run(checked, flags_parser=parse_flags)
 
 
-def config_value(flag) -> object:
+def config_value(flag) -> ml_collections.ConfigDict:
     """A ``config_flags`` flag's config; a file that is missing or fails to load -> error."""
+    config = None
     try:
         config = flag.value
         config.keys()  # A file that failed to load gives a stand-in that raises on use.
-        return config
     except (OSError, ImportError, SyntaxError, AttributeError, TypeError) as e:
+        # ml_collections' stand-in (a missing file) raises on use; any other object is what
+        # the file's get_config() returned.
+        if config is not None and not type(config).__module__.startswith('ml_collections'):
+            sys.exit(
+                f'error: --config: get_config() returned a {type(config).__name__}, not an '
+                'ml_collections.ConfigDict'
+            )
         sys.exit(f'error: --config: {_root_cause(e)}')
+    return config
 
 
 def _root_cause(e: BaseException) -> str:
