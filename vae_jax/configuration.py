@@ -54,9 +54,9 @@ def _positive(config: ml_collections.ConfigDict, field: str, *, allow_zero: bool
 
 
 def _optimizer_fields(opt: ml_collections.ConfigDict) -> None:
-    """The stage schedule's and Adam's fields (absent from configs stored before them)."""
+    """The stage schedule's and Adam's fields."""
     for field in ('num_stages', 'stage_steps', 'stage_growth'):
-        value = opt.get(field, 1)
+        value = opt[field]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f'config.optimizer.{field} must be an int >= 1, got {value!r}.')
     for field, low, high in (
@@ -64,7 +64,7 @@ def _optimizer_fields(opt: ml_collections.ConfigDict) -> None:
         ('b1', 0.0, 1.0),
         ('b2', 0.0, 1.0),
     ):
-        value = opt.get(field, 0.5)
+        value = opt[field]
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
@@ -75,7 +75,7 @@ def _optimizer_fields(opt: ml_collections.ConfigDict) -> None:
         ):
             bounds = '(0, 1]' if field == 'stage_decay' else '[0, 1)'
             raise ConfigError(f'config.optimizer.{field} must be in {bounds}, got {value!r}.')
-    eps = opt.get('eps', 1e-8)
+    eps = opt.eps
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
         raise ConfigError(f'config.optimizer.eps must be a finite number > 0, got {eps!r}.')
 
@@ -243,11 +243,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, 'model.activation', tuple(networks.ACTIVATIONS))
     _choice(config, 'model.gaussian_mean', networks.GAUSSIAN_MEANS)
     _choice(config, 'mcem.step_size_adaptation', mcem.STEP_SIZE_ADAPTATIONS)
-    if 'precision' in config:  # Absent from configs stored before it existed.
-        _choice(config, 'precision.train', PRECISIONS)
-        _choice(config, 'precision.eval', PRECISIONS)
-    if 'nonfinite' in config:  # Absent from configs stored before it existed: 'stop'.
-        _choice(config, 'nonfinite', NONFINITE)
+    _choice(config, 'precision.train', PRECISIONS)
+    _choice(config, 'precision.eval', PRECISIONS)
+    _choice(config, 'nonfinite', NONFINITE)
     seed = config.seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f'config.seed must be an int >= 0, got {seed!r}.')
@@ -324,7 +322,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     target = config.mcem.target_acceptance
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
         raise ConfigError(f'config.mcem.target_acceptance must be in (0, 1), got {target!r}.')
-    data_parallel = config.get('data_parallel', False)  # Absent from older stored configs.
+    data_parallel = config.data_parallel
     if not isinstance(data_parallel, bool):
         raise ConfigError(f'config.data_parallel must be True or False, got {data_parallel!r}.')
     if data_parallel and algorithms.of(config).per_example_state:

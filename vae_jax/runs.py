@@ -30,7 +30,7 @@ def load_run(workdir: str) -> Run:
     config = workdir_files.read_config(workdir)
     splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
     num_train = splits.train.shape[0]
-    if config.get('num_train_examples') is not None:
+    if config.num_train_examples is not None:
         num_train = min(num_train, config.num_train_examples)
     setup = train.build(
         config, splits.event_shape, train.Streams(config.seed), num_train, splits.binary

@@ -241,7 +241,7 @@ def place(config, step_fn: Callable, train: np.ndarray, state: TrainState, strea
     fits (``config.data_placement``), else batches from the host; data-parallel runs
     send each process's rows of the global batch.
     """
-    data_parallel = config.get('data_parallel', False)
+    data_parallel = config.data_parallel
     dp = parallel.DataParallel(config.batch_size, None if data_parallel else jax.devices()[:1])
     if data_parallel:
         logging.info('data-parallel over %d devices: %s', jax.device_count(), dp.mesh)
@@ -297,7 +297,7 @@ def train_and_evaluate(
       loop.TrainingInterrupted: SIGTERM or SIGINT; a checkpoint at the current step was saved.
     """
     configuration.validate(config)
-    if jax.process_count() > 1 and not config.get('data_parallel', False):
+    if jax.process_count() > 1 and not config.data_parallel:
         raise configuration.ConfigError(
             f'{jax.process_count()} processes would each train a copy of the run: set '
             '--config.data_parallel=True for multi-host training.'
