@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from helpers import REPO, tiny_config
 
-from vae_jax import train
+from vae_jax import cli, train
 
 # Every flag of every tool, with values it must refuse; test_the_table_has_every_flag fails
 # when a tool gains a flag that is not here. {run} is a trained run, {tmp} a scratch
@@ -194,3 +194,18 @@ def test_a_damaged_config_json_is_one_error_line(run, tmp_path, text):
         assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-500:]
         assert len(errors) == 1 and 'config.json is not a config vae_jax wrote' in errors[0]
     assert _snapshot(damaged) == before
+
+
+def test_a_read_only_workdir_is_refused_before_any_work(monkeypatch, tmp_path):
+    """main and sweep call cli.require_workdir first; a read-only mount is found by trying
+    (root ignores permission bits, so the failure is simulated)."""
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(30, 'Read-only file system')
+
+    monkeypatch.setattr(cli.tempfile, 'NamedTemporaryFile', read_only)
+    for workdir in (tmp_path, tmp_path / 'new' / 'run'):
+        with pytest.raises(ValueError, match='cannot write --workdir=.*Read-only file system'):
+            cli.require_workdir(str(workdir))
+    with pytest.raises(ValueError, match='--workdir is empty'):
+        cli.require_workdir('')
