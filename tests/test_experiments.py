@@ -1,6 +1,7 @@
 """The Kingma & Welling (2013) figure scripts run end to end at a tiny scale."""
 
 import csv
+import importlib
 import importlib.util
 from pathlib import Path
 
@@ -21,6 +22,24 @@ def load(name):
 def out(tmp_path_factory):
     """One output folder for all figures, so runs with equal settings are shared."""
     return tmp_path_factory.mktemp('aevb')
+
+
+@pytest.fixture(autouse=True)
+def runs_count_to_their_total(monkeypatch):
+    """Each figure's log says 'run i of N': after the figure, i reached N exactly."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    common = importlib.import_module('common')  # The module the scripts' `import common` gets.
+    runners = []
+    make = common.Runs.__init__
+
+    def recorded(self, *a, **kw):
+        make(self, *a, **kw)
+        runners.append(self)
+
+    monkeypatch.setattr(common.Runs, '__init__', recorded)
+    yield
+    for runner in runners:
+        assert runner.started == runner.total, (runner.figure, runner.started, runner.total)
 
 
 def rows_of(path):

@@ -18,6 +18,7 @@ import shlex
 import sys
 
 import ml_collections
+from absl import logging
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:  # Run as a script from anywhere: `configs` and `vae_jax` import.
@@ -164,8 +165,26 @@ def run_name(dataset: str, latent_dim: int, algorithm: str, num_train: int | Non
     return f'{dataset}_z{latent_dim}_{algorithm}{suffix}'
 
 
-# Runs are trained, resumed or skipped exactly as sweep points are.
-run = sweep.run_point
+class Runs:
+    """Trains, resumes or skips a figure's runs exactly as sweep points are
+    (``sweep.run_point``), logging which of how many is starting."""
+
+    def __init__(self, figure: str, total: int):
+        self.figure, self.total, self.started = figure, total, 0
+
+    def __call__(self, config: ml_collections.ConfigDict, workdir: str) -> dict:
+        self.started += 1
+        logging.info(
+            '%s: run %d of %d: %s to step %d',
+            self.figure,
+            self.started,
+            self.total,
+            os.path.basename(workdir),
+            config.num_steps,
+        )
+        return sweep.run_point(config, workdir)
+
+
 write_csv = sweep.write_csv
 
 

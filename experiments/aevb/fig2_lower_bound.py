@@ -33,12 +33,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     common.log_command(args.out, 'experiments/aevb/fig2_lower_bound.py', argv)
     scale = common.SCALES[args.scale]
     rows = []
+    total = sum(len(scale.latent_sizes[d]) for d in DATASETS) * len(ALGORITHMS)
+    runner = common.Runs('Figure 2', total)
     for dataset in DATASETS:
         for nz in scale.latent_sizes[dataset]:
             for algorithm in ALGORITHMS:
                 config = common.paper_config(dataset, nz, algorithm, scale, args)
                 name = common.run_name(dataset, nz, algorithm)
-                results = common.run(config, os.path.join(args.out, 'runs', name))
+                results = runner(config, os.path.join(args.out, 'runs', name))
                 for m in common.read_metrics(os.path.join(args.out, 'runs', name)):
                     if 'test_elbo' not in m:
                         continue

@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     common.log_command(args.out, 'experiments/aevb/fig3_marginal_likelihood.py', argv)
     scale = common.SCALES[args.scale]
     rows = []
+    # One "run" per training segment: each continues its model to the next of fig3_steps.
+    total = len(scale.fig3_train_sizes) * len(ALGORITHMS) * len(scale.fig3_steps)
+    runner = common.Runs('Figure 3', total)
     for num_train in scale.fig3_train_sizes:
         for algorithm in ALGORITHMS:
             config = common.paper_config('mnist', 3, algorithm, scale, args, num_train=num_train)
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 # num_steps may grow on resume: each segment continues the same run.
                 config.num_steps = steps
                 config.checkpoint_every_steps = steps
-                results = common.run(config, workdir)
+                results = runner(config, workdir)
                 run = runs.load_run(workdir)
                 n = scale.fig3_eval_examples
                 rows.append(

@@ -38,10 +38,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     common.log_command(args.out, 'experiments/aevb/fig4_manifold.py', argv)
     scale = common.SCALES[args.scale]
     rows, grids = [], {}
+    runner = common.Runs('Figure 4', len(DATASETS))
     for dataset in DATASETS:
         config = common.paper_config(dataset, 2, 'aevb', scale, args)
         workdir = os.path.join(args.out, 'runs', common.run_name(dataset, 2, 'aevb'))
-        results = common.run(config, workdir)
+        results = runner(config, workdir)
         images = manifold_images(workdir, GRID[dataset])
         grids[dataset] = plotting.tile(images, GRID[dataset])
         plotting.save_grid(

@@ -28,10 +28,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     common.log_command(args.out, 'experiments/aevb/fig5_samples.py', argv)
     scale = common.SCALES[args.scale]
     rows, grids = [], {}
+    runner = common.Runs('Figure 5', len(scale.sample_latent_sizes))
     for nz in scale.sample_latent_sizes:
         config = common.paper_config('mnist', nz, 'aevb', scale, args)
         workdir = os.path.join(args.out, 'runs', common.run_name('mnist', nz, 'aevb'))
-        results = common.run(config, workdir)
+        results = runner(config, workdir)
         run = runs.load_run(workdir)
         images = plotting.draw(
             jax.random.key(args.seed),
