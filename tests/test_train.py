@@ -95,6 +95,21 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     assert_trees_equal(params_of(tmp_path / 'full'), params_of(tmp_path / 'split'))
 
 
+@pytest.mark.parametrize('algorithm', ['aevb', 'wake_sleep'])
+def test_the_host_cadence_changes_nothing_computed(tmp_path, algorithm):
+    """What a speed-up of the figure runs tunes (steps per dispatch; how often the host
+    logs, evaluates, checkpoints and draws) leaves every parameter and result as it was."""
+    busy = dict(steps_per_dispatch=5, log_every_steps=5, eval_every_steps=5, image_every_steps=10)
+    quiet = dict(steps_per_dispatch=20, log_every_steps=20, eval_every_steps=0, image_every_steps=0)
+    results = {}
+    for name, cadence in (('busy', busy), ('quiet', quiet)):
+        config = tiny_config(algorithm=algorithm, checkpoint_every_steps=20, **cadence)
+        results[name] = train.train_and_evaluate(config, str(tmp_path / name))
+    assert_trees_equal(params_of(tmp_path / 'busy'), params_of(tmp_path / 'quiet'))
+    for field in ('test_elbo', 'test_log_likelihood', 'valid_elbo'):
+        assert results['busy'][field] == results['quiet'][field], field
+
+
 def test_host_streaming_matches_device_resident(tmp_path):
     train.train_and_evaluate(tiny_config(data_placement='device'), str(tmp_path / 'dev'))
     train.train_and_evaluate(tiny_config(data_placement='host'), str(tmp_path / 'host'))
