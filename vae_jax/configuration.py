@@ -200,7 +200,10 @@ SETTING_FIELDS: tuple[tuple[str, Any, str, Callable[[ml_collections.ConfigDict],
      lambda c: c.model.architecture == 'conv'),
     ('model.gaussian_mean', 'identity', "likelihood='gaussian'", _gaussian),
     ('model.min_log_var', None, "likelihood='gaussian'", _gaussian),
-    ('device_data_max_mb', 1024, "data_placement='auto'", lambda c: c.data_placement == 'auto'),
+    # Data-parallel runs always gather batches on the host (docs/scale.md).
+    ('data_placement', 'auto', 'data_parallel=False', lambda c: not c.data_parallel),
+    ('device_data_max_mb', 1024, "data_placement='auto' and data_parallel=False",
+     lambda c: c.data_placement == 'auto' and not c.data_parallel),
     # A run's final log p(x) is AIS from the prior only where no encoder is trained.
     ('eval_ais_steps', 100, "algorithm='mcem'", lambda c: not algorithms.of(c).trains_encoder),
     ('eval_ais_chains', 4, "algorithm='mcem'", lambda c: not algorithms.of(c).trains_encoder),
