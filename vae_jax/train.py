@@ -262,7 +262,7 @@ def place(config, step_fn: Callable, train: np.ndarray, state: TrainState, strea
     )
     key_data = dp.replicate(jax.random.key_data(streams.train))
     dispatch = loop.dispatcher(multi, source, key_data, fetch=parallel.to_host)
-    # One process holds every device of the state: hooks read it where it is.
+    # Hooks read a one-device state where it is; a replicated one as a host copy.
     host = parallel.to_host if data_parallel else (lambda s: s)
     return dp.replicate(state), dispatch, host
 
