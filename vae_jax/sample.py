@@ -59,13 +59,11 @@ def main(argv):
             f'another prior or several layers (model.architecture={config.model.architecture}, '
             f'model.prior={config.model.prior}).'
         )
-    if _MANIFOLD.value and config.latent_dim != 2:
-        sys.exit(
-            f'error: --manifold={_MANIFOLD.value} needs a run with a 2-D latent space; this '
-            f'run has latent_dim={config.latent_dim}.'
-        )
     if _MANIFOLD.value:
-        z = plotting.manifold_latents(_MANIFOLD.value, config.latent_dim)
+        try:
+            z = plotting.manifold_latents(_MANIFOLD.value, config.latent_dim)
+        except ValueError as e:  # Not a 2-D latent space.
+            sys.exit(f'error: --manifold={_MANIFOLD.value}: {e}')
         images = np.asarray(model.apply({'params': params}, z, method=model.decode).mean())
         ncols = _MANIFOLD.value
     else:

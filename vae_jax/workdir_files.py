@@ -92,14 +92,16 @@ def write_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> No
     """
     path = os.path.join(workdir, CONFIG_FILE)
     new = config_to_dict(config)
-    if os.path.exists(path) and not _has_checkpoint(workdir):
-        try:
-            _load_json(path)
-        except CorruptConfigError as e:  # Nothing to resume: the new config replaces it.
-            logging.warning('%s; replacing it (the workdir holds no checkpoint)', e)
-            os.remove(path)
+    old = None
     if os.path.exists(path):
-        old = _load_json(path)
+        try:
+            old = _load_json(path)
+        except CorruptConfigError as e:
+            if _has_checkpoint(workdir):
+                raise
+            # Nothing to resume: the new config replaces it.
+            logging.warning('%s; replacing it (the workdir holds no checkpoint)', e)
+    if old is not None:
         old_flat, new_flat = _flatten(old), _flatten(new)
         changed = sorted(
             k
