@@ -196,6 +196,30 @@ def test_a_damaged_config_json_is_one_error_line(run, tmp_path, text):
     assert _snapshot(damaged) == before
 
 
+@pytest.mark.parametrize(
+    'edit, message',
+    [
+        # What an earlier version wrote: fields added since are absent.
+        (lambda c: c.pop('precision'), "lacks the field 'precision': an earlier version"),
+        (lambda c: c['model'].pop('upper_latent_dims'), "lacks the field 'upper_latent_dims'"),
+        (lambda c: c.update(latent_dim=-3), "fails this version's checks: config.latent_dim"),
+    ],
+)
+def test_a_config_json_this_version_cannot_read_is_one_error_line(run, tmp_path, edit, message):
+    old = tmp_path / 'old'
+    shutil.copytree(run, old)
+    config = json.loads((old / 'config.json').read_text())
+    edit(config)
+    (old / 'config.json').write_text(json.dumps(config))
+    before = _snapshot(old)
+    for tool, args in (('evaluate', []), ('sample', [f'--out={tmp_path}/s.png'])):
+        out = _call(tool, [f'--workdir={old}', *args], run, tmp_path)
+        errors = [line for line in out.stderr.splitlines() if line.startswith('error:')]
+        assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-500:]
+        assert len(errors) == 1 and message in errors[0], errors
+    assert _snapshot(old) == before
+
+
 def test_a_read_only_workdir_is_refused_before_any_work(monkeypatch, tmp_path):
     """main and sweep call cli.require_workdir first; a read-only mount is found by trying
     (root ignores permission bits, so the failure is simulated)."""

@@ -5,12 +5,13 @@ its splits as the model saw them (``split_data``), for ``vae_jax.evaluate``,
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 import ml_collections
 import numpy as np
 
-from vae_jax import checkpointing, data, models, train, workdir_files
+from vae_jax import checkpointing, configuration, data, models, train, workdir_files
 
 Params = Any
 
@@ -27,7 +28,7 @@ class Run(NamedTuple):
 
 def load_run(workdir: str) -> Run:
     """The latest checkpoint of the run in ``workdir``, with its config, model and data."""
-    config = workdir_files.read_config(workdir)
+    config = stored_config(workdir)
     splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
     num_train = splits.train.shape[0]
     if config.num_train_examples is not None:
@@ -37,6 +38,32 @@ def load_run(workdir: str) -> Run:
     )
     state = checkpointing.restore_from_workdir(workdir, setup.state)
     return Run(config, setup.model, state.params, int(state.step), splits)
+
+
+def stored_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config recorded in ``workdir``, checked as a new run's would be.
+
+    Raises:
+      workdir_files.WorkdirConflictError: an earlier vae_jax wrote it (a field this version
+        reads is absent) or it fails this version's checks; named, not a traceback.
+    """
+    config = workdir_files.read_config(workdir)
+    try:
+        configuration.validate(config)
+    except (AttributeError, KeyError) as e:  # ConfigDict's ways of saying a field is absent.
+        # The message quotes the name one or more times ("'name'", or with a did-you-mean).
+        found = re.search(r'[A-Za-z_][\w.]*', str(e))
+        field = found.group(0) if found else str(e)
+        raise workdir_files.WorkdirConflictError(
+            f'{workdir}/{workdir_files.CONFIG_FILE} lacks the field {field!r}: an earlier '
+            'version of vae_jax wrote it, and this version opens only its own runs (evaluate '
+            'it with the version that trained it, or retrain)'
+        ) from e
+    except ValueError as e:
+        raise workdir_files.WorkdirConflictError(
+            f"{workdir}/{workdir_files.CONFIG_FILE} fails this version's checks: {e}"
+        ) from e
+    return config
 
 
 def split_data(run: Run, split: str) -> np.ndarray:
