@@ -1,11 +1,14 @@
 """The Kingma & Welling (2013) figure scripts run end to end at a tiny scale."""
 
+import argparse
 import csv
 import importlib
 import importlib.util
 from pathlib import Path
 
 import pytest
+
+from vae_jax import configuration
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / 'experiments' / 'aevb'
@@ -85,3 +88,41 @@ def test_fig3_marginal_likelihood(out):
     for r in rows:
         assert float(r['train_log_likelihood']) < 0 and float(r['test_log_likelihood']) < 0
     assert (out / 'fig3_marginal_likelihood.png').stat().st_size > 0
+
+
+@pytest.mark.parametrize('scale_name', ['tiny', 'quick', 'medium', 'paper'])
+def test_every_scale_builds_configs_that_validate(scale_name, monkeypatch):
+    """A scale's mistake (a field out of range, a step count the schedule refuses) shows
+    here in a second, not hours into a figure run."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    common = importlib.import_module('common')
+    scale = common.SCALES[scale_name]
+    args = argparse.Namespace(data_dir='/nonexistent', seed=0)
+    for dataset in ('mnist', 'frey_face'):
+        sizes = set(scale.latent_sizes[dataset]) | {2}  # Figure 4 trains N_z = 2.
+        if dataset == 'mnist':
+            sizes |= set(scale.sample_latent_sizes)
+        for nz in sorted(sizes):
+            for algorithm in ('aevb', 'wake_sleep'):
+                configuration.validate(common.paper_config(dataset, nz, algorithm, scale, args))
+    fig3 = load('fig3_marginal_likelihood')
+    for num_train in scale.fig3_train_sizes:
+        for algorithm in fig3.ALGORITHMS:
+            configuration.validate(fig3.run_config(algorithm, num_train, scale, args))
+    assert list(scale.fig3_steps) == sorted(set(scale.fig3_steps))
+
+
+def test_the_medium_scale_spends_the_budget_its_docs_state(monkeypatch):
+    """README: 10^7 samples per run for Figure 2 (both datasets) and Figure 3, every N_z of
+    the paper's."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    common = importlib.import_module('common')
+    medium, paper = common.SCALES['medium'], common.SCALES['paper']
+    args = argparse.Namespace(data_dir='/nonexistent', seed=0)
+    for dataset in ('mnist', 'frey_face'):
+        config = common.paper_config(dataset, 3 if dataset == 'mnist' else 2, 'aevb', medium, args)
+        assert config.num_steps * config.batch_size == 10**7
+    config = common.paper_config('mnist', 3, 'aevb', medium, args, num_train=1000)
+    assert max(medium.fig3_steps) * config.batch_size == 10**7
+    assert medium.latent_sizes == paper.latent_sizes
+    assert medium.steps['frey_face'] == paper.steps['frey_face']

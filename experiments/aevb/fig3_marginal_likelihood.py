@@ -20,6 +20,7 @@ import sys
 import jax
 import numpy as np
 from matplotlib.ticker import NullFormatter
+from ml_collections import ConfigDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -62,6 +63,20 @@ def appendix_d(run: runs.Run, x: np.ndarray, scale: common.Scale, seed: int) -> 
     return float(np.mean(np.asarray(fn(run.params, jax.random.key(seed), jax.numpy.asarray(x)))))
 
 
+def run_config(algorithm: str, num_train: int, scale: common.Scale, args) -> ConfigDict:
+    """The config of one Figure 3 run (its num_steps is the last of ``scale.fig3_steps``)."""
+    config = common.paper_config('mnist', 3, algorithm, scale, args, num_train=num_train)
+    config.num_steps = config.checkpoint_every_steps = scale.fig3_steps[-1]
+    config.eval_every_steps = 0  # The App. D estimates are this figure's curve.
+    config.eval_test_during_training = False
+    # Each segment ends with the usual final evaluation; keep it to the examples
+    # this figure estimates on (MCEM's is AIS from the prior, the costly one).
+    config.eval_max_examples = scale.fig3_eval_examples
+    if not algorithms.of(config).trains_encoder:  # Its final log p(x) is AIS.
+        config.eval_ais_steps = scale.fig3_ais_steps
+    return config
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = common.parse_args(__doc__.splitlines()[0], argv)
     common.log_command(args.out, 'experiments/aevb/fig3_marginal_likelihood.py', argv)
@@ -72,17 +87,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     runner = common.Runs('Figure 3', total)
     for num_train in scale.fig3_train_sizes:
         for algorithm in ALGORITHMS:
-            config = common.paper_config('mnist', 3, algorithm, scale, args, num_train=num_train)
+            config = run_config(algorithm, num_train, scale, args)
             workdir = os.path.join(
                 args.out, 'runs', common.run_name('mnist', 3, algorithm, num_train)
             )
-            config.eval_every_steps = 0  # The App. D estimates below are this figure's curve.
-            config.eval_test_during_training = False
-            # Each segment ends with the usual final evaluation; keep it to the examples
-            # this figure estimates on (MCEM's is AIS from the prior, the costly one).
-            config.eval_max_examples = scale.fig3_eval_examples
-            if not algorithms.of(config).trains_encoder:  # Its final log p(x) is AIS.
-                config.eval_ais_steps = scale.fig3_ais_steps
             # The examples App. D estimates on: the run's own, loaded once per run.
             _, train_x, _, test_x = train.prepare_data(config, train.Streams(config.seed))
             for steps in scale.fig3_steps:
