@@ -4,6 +4,8 @@ import argparse
 import csv
 import importlib
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,17 @@ def test_the_medium_scale_spends_the_budget_its_docs_state(monkeypatch):
     assert max(medium.fig3_steps) * config.batch_size == 10**7
     assert medium.latent_sizes == paper.latent_sizes
     assert medium.steps['frey_face'] == paper.steps['frey_face']
+
+
+def test_a_figure_script_run_by_hand_shows_its_progress(tmp_path):
+    """absl hides INFO outside app.run: 'run i of N' and the training log must still print."""
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / 'fig5_samples.py'), '--scale=tiny', f'--out={tmp_path}'],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'Figure 5: run 1 of 2' in out.stderr and 'Figure 5: run 2 of 2' in out.stderr
+    assert 'steps/s' in out.stderr  # Training's own progress lines.
