@@ -233,3 +233,31 @@ def test_a_read_only_workdir_is_refused_before_any_work(monkeypatch, tmp_path):
             cli.require_workdir(str(workdir))
     with pytest.raises(ValueError, match='--workdir is empty'):
         cli.require_workdir('')
+
+
+def test_run_script_ends_a_stopped_run_or_a_mistake_in_one_line(capsys):
+    """The experiments' scripts (cli.run_script): no traceback for a SIGTERM or a bad input."""
+    import signal
+
+    from vae_jax import data, loop
+
+    def stopped():
+        raise loop.TrainingInterrupted(signal.SIGTERM, 700, '/runs/a/checkpoints')
+
+    with pytest.raises(SystemExit) as e:
+        cli.run_script(stopped)
+    assert e.value.code == 143
+    assert capsys.readouterr().err.startswith('interrupted: SIGTERM at step 700: saved')
+
+    def missing_data():
+        raise data.DataError('/data/mnist: no such file')
+
+    with pytest.raises(SystemExit) as e:
+        cli.run_script(missing_data)
+    assert e.value.code == 'error: /data/mnist: no such file'
+
+    def a_bug():
+        raise ZeroDivisionError  # Not a mistake of the user's: its traceback stays.
+
+    with pytest.raises(ZeroDivisionError):
+        cli.run_script(a_bug)

@@ -14,11 +14,20 @@ import tempfile
 from collections.abc import Callable
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
+
+from vae_jax import configuration, data, loop, reporting, workdir_files
 
 # The largest value an integer flag takes: beyond it jax's int32 counts and indices overflow,
 # and no sensible count of samples, steps or examples is near it.
 MAX_INT = 2**31 - 1
+# Mistakes in the command or its inputs, and a diverged run: one line, no traceback.
+REPORTED = (
+    configuration.ConfigError,
+    data.DataError,
+    workdir_files.WorkdirConflictError,
+    reporting.NonFiniteError,
+)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -54,6 +63,21 @@ def run(main: Callable[[list[str]], None]) -> None:
         main(argv)
 
     app.run(checked, flags_parser=parse_flags)
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """For the experiments' argparse scripts what ``run`` and ``vae_jax.main`` give the tools:
+    INFO logs shown (absl prints them only under app.run), a SIGTERM'd or SIGINT'd training
+    as its one ``interrupted:`` line and exit status, and ``REPORTED`` mistakes as one
+    ``error:`` line."""
+    logging.set_verbosity(logging.INFO)
+    try:
+        main()
+    except loop.TrainingInterrupted as e:
+        print(f'interrupted: {e}', file=sys.stderr)
+        sys.exit(e.exit_code)
+    except REPORTED as e:
+        sys.exit(f'error: {e}')
 
 
 def config_value(flag) -> ml_collections.ConfigDict:

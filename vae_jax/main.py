@@ -23,13 +23,9 @@ from ml_collections import config_flags
 
 from vae_jax import (
     cli,
-    configuration,
-    data,
     loop,
     parallel,
-    reporting,
     train,
-    workdir_files,
 )
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -69,14 +65,6 @@ _MULTIHOST = flags.DEFINE_bool(
 )
 flags.mark_flags_as_required(['config', 'workdir'])
 
-# Mistakes in the command or its inputs, and a diverged run: one line, no traceback.
-_REPORTED = (
-    configuration.ConfigError,
-    data.DataError,
-    workdir_files.WorkdirConflictError,
-    reporting.NonFiniteError,
-)
-
 
 def main(argv):
     del argv  # cli.run refuses positional arguments.
@@ -97,7 +85,7 @@ def main(argv):
         logging.warning('interrupted: %s', e)
         print(f'interrupted: {e}', file=sys.stderr)
         sys.exit(e.exit_code)
-    except _REPORTED as e:
+    except cli.REPORTED as e:
         sys.exit(f'error: {e}')  # Once: not also through absl's log.
 
 

@@ -129,9 +129,6 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     p.add_argument('--data_dir', default=DEFAULT_DATA_DIR, help='MNIST and Frey Face files')
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
-    # absl prints INFO (each run's progress, 'run i of N') only under app.run; these are
-    # plain argparse scripts.
-    logging.set_verbosity(logging.INFO)
     if args.out is None:
         args.out = os.path.join(REPO, 'experiments', 'aevb', args.scale)
     os.makedirs(args.out, exist_ok=True)

@@ -20,6 +20,8 @@ from matplotlib.ticker import NullFormatter
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from vae_jax import cli  # noqa: E402
+
 ALGORITHMS = ('aevb', 'wake_sleep')
 DATASETS = ('mnist', 'frey_face')
 STYLE = {
@@ -110,4 +112,4 @@ def plot(rows: list[dict], path: str, scale: common.Scale) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_script(main)

@@ -25,7 +25,7 @@ from ml_collections import ConfigDict
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from vae_jax import algorithms, models, runs, train  # noqa: E402
+from vae_jax import algorithms, cli, models, runs, train  # noqa: E402
 from vae_jax.appendix_d import hmc_marginal_likelihood  # noqa: E402
 
 ALGORITHMS = ('aevb', 'wake_sleep', 'mcem')
@@ -141,4 +141,4 @@ def plot(rows: list[dict], path: str, scale: common.Scale) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_script(main)

@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from vae_jax import plotting, runs  # noqa: E402
+from vae_jax import cli, plotting, runs  # noqa: E402
 
 DATASETS = ('frey_face', 'mnist')
 GRID = {'frey_face': 20, 'mnist': 20}  # The paper's panels are about 20 x 20.
@@ -73,4 +73,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_script(main)

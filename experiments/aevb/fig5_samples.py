@@ -18,7 +18,7 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from vae_jax import plotting, runs  # noqa: E402
+from vae_jax import cli, plotting, runs  # noqa: E402
 
 NUM = 100  # 10 x 10 per panel.
 
@@ -66,4 +66,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_script(main)

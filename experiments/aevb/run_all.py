@@ -20,6 +20,8 @@ import fig3_marginal_likelihood  # noqa: E402
 import fig4_manifold  # noqa: E402
 import fig5_samples  # noqa: E402
 
+from vae_jax import cli  # noqa: E402
+
 FIGURES = {
     'fig4': fig4_manifold,
     'fig5': fig5_samples,
@@ -47,4 +49,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_script(main)

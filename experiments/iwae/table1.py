@@ -37,7 +37,7 @@ import ml_collections  # noqa: E402
 from absl import logging  # noqa: E402
 
 from configs.paper.iwae import mnist as iwae_mnist  # noqa: E402
-from vae_jax import evaluate, sweep  # noqa: E402
+from vae_jax import cli, evaluate, sweep  # noqa: E402
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), 'shared', 'data')
 
@@ -309,5 +309,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == '__main__':
-    logging.set_verbosity(logging.INFO)
-    main()
+    cli.run_script(main)
