@@ -21,12 +21,7 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from vae_jax import (
-    cli,
-    loop,
-    parallel,
-    train,
-)
+from vae_jax import cli, loop, parallel, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config().', lock_config=True
