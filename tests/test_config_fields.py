@@ -138,3 +138,22 @@ def test_a_field_the_setting_ignores_is_refused_and_one_it_reads_accepted(field)
     configuration.validate(_config(**ignoring))  # The setting alone is fine.
     with pytest.raises(configuration.ConfigError, match=rf'config\.{field}=.* ignored'):
         configuration.validate(_config(**ignoring, **{field: value}))
+
+
+@pytest.mark.parametrize(
+    'touch, name',
+    [
+        (lambda c: c.modle, 'modle'),  # ml_collections: "'modle'"
+        (lambda c: c['modle'], 'modle'),
+        # With a did-you-mean that quotes another field, and escaped quotes.
+        (lambda c: c.model.latent_dimz, 'latent_dimz'),
+        (lambda c: setattr(c, 'modle', 1), 'modle'),  # 'Key "modle" does not exist ...'
+        (lambda c: c.update_from_flattened_dict({'model.latent_dimz': 1}), 'latent_dimz'),
+    ],
+)
+def test_absent_field_reads_the_name_out_of_each_of_ml_collections_messages(touch, name):
+    config = default.get_config()
+    config.lock()
+    with pytest.raises((AttributeError, KeyError)) as e:
+        touch(config)
+    assert configuration.absent_field(e.value) == name

@@ -8,10 +8,11 @@ outputs before any work, by trying rather than by reading permission bits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import ml_collections
 from absl import app, flags, logging
@@ -43,7 +44,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             sys.exit('error: --config: the file defines no get_config()')
         # ml_collections reports a field that the locked config lacks as an AttributeError
         # from inside the flag parser.
-        name = str(e).strip('"\'')
+        name = configuration.absent_field(e)
         given = [a.split('=')[0] for a in argv[1:] if a.startswith('--') and name in a]
         sys.exit(
             f'error: {given[0] if given else name}: no such config field; every field is '
@@ -71,8 +72,17 @@ def run_script(main: Callable[[], object]) -> None:
     as its one ``interrupted:`` line and exit status, and ``REPORTED`` mistakes as one
     ``error:`` line."""
     logging.set_verbosity(logging.INFO)
-    try:
+    with outcomes_in_one_line():
         main()
+
+
+@contextlib.contextmanager
+def outcomes_in_one_line() -> Iterator[None]:
+    """A stopped training as its one ``interrupted:`` line and exit status (143 for SIGTERM,
+    130 for SIGINT), a ``REPORTED`` mistake as one ``error:`` line; each once, not also
+    through absl's log."""
+    try:
+        yield
     except loop.TrainingInterrupted as e:
         print(f'interrupted: {e}', file=sys.stderr)
         sys.exit(e.exit_code)

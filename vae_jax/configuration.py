@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,16 @@ PRECISIONS = ('default', 'tensorfloat32', 'float32')
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the field."""
+
+
+def absent_field(error: AttributeError | KeyError) -> str:
+    """The field name in ml_collections' error for a field a locked ConfigDict lacks.
+
+    Its messages quote the name first ("'name'", or 'Key "name" does not exist ...'),
+    sometimes with a did-you-mean after it; the whole message if nothing is quoted.
+    """
+    found = re.search(r'["\']([A-Za-z_][\w.]*)\\?["\']', str(error))  # Quotes may be escaped.
+    return found.group(1) if found else str(error)
 
 
 def _choice(config: ml_collections.ConfigDict, field: str, allowed: Sequence[str]) -> None:

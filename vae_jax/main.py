@@ -18,10 +18,10 @@ Kubernetes, Cloud TPU).
 
 import sys
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from vae_jax import cli, loop, parallel, train
+from vae_jax import cli, parallel, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config().', lock_config=True
@@ -74,14 +74,8 @@ def main(argv):
         cli.require_workdir(_WORKDIR.value)
     except ValueError as e:
         sys.exit(f'error: {e}')
-    try:
+    with cli.outcomes_in_one_line():
         train.train_and_evaluate(config, _WORKDIR.value, restart=_RESTART.value)
-    except loop.TrainingInterrupted as e:
-        logging.warning('interrupted: %s', e)
-        print(f'interrupted: {e}', file=sys.stderr)
-        sys.exit(e.exit_code)
-    except cli.REPORTED as e:
-        sys.exit(f'error: {e}')  # Once: not also through absl's log.
 
 
 if __name__ == '__main__':

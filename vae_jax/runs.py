@@ -5,7 +5,6 @@ its splits as the model saw them (``split_data``), for ``vae_jax.evaluate``,
 
 from __future__ import annotations
 
-import re
 from typing import Any, NamedTuple
 
 import ml_collections
@@ -51,9 +50,7 @@ def stored_config(workdir: str) -> ml_collections.ConfigDict:
     try:
         configuration.validate(config)
     except (AttributeError, KeyError) as e:  # ConfigDict's ways of saying a field is absent.
-        # The message quotes the name one or more times ("'name'", or with a did-you-mean).
-        found = re.search(r'[A-Za-z_][\w.]*', str(e))
-        field = found.group(0) if found else str(e)
+        field = configuration.absent_field(e)
         raise workdir_files.WorkdirConflictError(
             f'{workdir}/{workdir_files.CONFIG_FILE} lacks the field {field!r}: an earlier '
             'version of vae_jax wrote it, and this version opens only its own runs (evaluate '
