@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from absl import logging  # noqa: E402
 
 from configs.paper import mnist as fig2_config  # noqa: E402
+from configs.paper import mnist_marginal as fig3_config  # noqa: E402
 from configs.paper.iwae import mnist as iwae_config  # noqa: E402
 from vae_jax import algorithms, evaluate, train  # noqa: E402
 
@@ -37,6 +38,10 @@ DEFAULT_DATA = os.path.join(
 RUNS = {
     'fig2_z20_aevb': (lambda: fig2_config.get_config('20'), 30_000),
     'fig2_z20_wake_sleep': (lambda: _with(fig2_config.get_config('20'), 'wake_sleep'), 30_000),
+    # Figure 3's 784-100-3 model on N_train = 1,000, the three algorithms it compares.
+    'fig3_n1000_aevb': (lambda: fig3_config.get_config('1000'), 30_000),
+    'fig3_n1000_wake_sleep': (lambda: _with(fig3_config.get_config('1000'), 'wake_sleep'), 30_000),
+    'fig3_n1000_mcem': (lambda: _with(fig3_config.get_config('1000'), 'mcem'), 5_000),
     'iwae_l1_vae_k1': (lambda: iwae_config.get_config('1,vae,1'), 30_000),
     'iwae_l1_iwae_k5': (lambda: iwae_config.get_config('1,iwae,5'), 20_000),
     'iwae_l1_iwae_k50': (lambda: iwae_config.get_config('1,iwae,50'), 10_000),

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import SHARED_DATA
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / 'benchmarks'
 
@@ -60,3 +61,23 @@ def test_eval_throughput_prints_ratio_to_matmul_floor():
     assert r['decoder_tflops'] == pytest.approx(2 * 200 * 50 * (20 * 400 + 400 * 784) / 1e12)
     assert r['ratio_to_matmul'] == pytest.approx(r['seconds'] / r['matmul_seconds'], 1e-3)
     assert r['mean_log_px'] < 0
+
+
+def test_paper_settings_prints_a_rate_for_each_run_named():
+    if not (SHARED_DATA / 'mnist').is_dir():
+        pytest.skip(f'{SHARED_DATA}/mnist not found: the paper settings train on MNIST')
+    names = ['fig3_n1000_mcem', 'fig3_n1000_wake_sleep']
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / 'paper_settings.py'), f'--data_dir={SHARED_DATA}',
+         f'--only={",".join(names)}', '--steps_scale=0.002'],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{')]
+    assert [r['run'] for r in lines] == names
+    for r in lines:
+        assert r['steps'] >= 3 and r['examples_per_sec'] > 0
+        assert r['steps_per_sec'] == pytest.approx(r['examples_per_sec'] / r['batch'], 1e-2)
+        assert r['paper_schedule_hours'] == pytest.approx(
+            r['paper_steps'] / r['steps_per_sec'] / 3600, 1e-2
+        )
