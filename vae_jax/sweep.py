@@ -35,12 +35,9 @@ from ml_collections import config_flags
 from vae_jax import (
     cli,
     configuration,
-    data,
-    reporting,
     sweep_points,
     train,
     vectorized,
-    workdir_files,
 )
 
 
@@ -277,12 +274,7 @@ def main(argv):
         except configuration.ConfigError as e:
             sys.exit(f'error: {source}: {e}')
         rows = run_sweep(config, points, workdir, vectorize=_FLAGS['vectorize'].value)
-    except (
-        configuration.ConfigError,
-        data.DataError,
-        workdir_files.WorkdirConflictError,
-        reporting.NonFiniteError,
-    ) as e:
+    except cli.REPORTED as e:
         sys.exit(f'error: {e}')  # Once: not also through absl's log.
     print(json.dumps({'points': len(rows), 'csv': os.path.join(workdir, 'sweep_results.csv')}))
 
