@@ -33,6 +33,7 @@ from helpers import assert_trees_equal, params_of, tiny_config
 
 from vae_jax import (
     checkpointing,
+    cli,
     configuration,
     data,
     loop,
@@ -44,14 +45,7 @@ from vae_jax import (
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The errors vae_jax/main.py reports as one line (its `_REPORTED`; main is not imported
-# here because its absl flags clash with vae_jax.evaluate's in one test process).
-REPORTED = (
-    configuration.ConfigError,
-    data.DataError,
-    workdir_files.WorkdirConflictError,
-    reporting.NonFiniteError,
-)
+REPORTED = cli.REPORTED  # What the command lines report as one `error:` line.
 
 # --------------------------------------------------------------------------- helpers
 

@@ -3,6 +3,8 @@
 import csv
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +154,51 @@ def test_vectorized_groups_split_by_shape_and_decay():
     ]
     configs = [sweep_points.apply(base, p) for p in points]
     assert sweep_points.groups(configs) == [[0, 1], [2], [3, 4]]
+
+
+def test_a_sigterm_stops_the_sweep_in_one_line_and_a_rerun_finishes_it(tmp_path):
+    """As `vae_jax.main`: status 143, one `interrupted:` line naming the checkpoint, no
+    traceback; the rerun resumes the stopped point and runs the rest."""
+    overrides = {
+        'model.hidden_dims': (16,),
+        'latent_dim': 2,
+        'batch_size': 32,
+        'num_steps': 2000,
+        'steps_per_dispatch': 5,
+        'log_every_steps': 5,
+        'eval_every_steps': 0,
+        'checkpoint_every_steps': 500,
+        'eval_batch_size': 100,
+        'eval_max_examples': 100,
+        'eval_num_importance_samples': 2,
+    }
+    cmd = [
+        sys.executable,
+        '-m',
+        'vae_jax.sweep',
+        f'--config={REPO / "configs" / "default.py"}',
+        f'--workdir={tmp_path}',
+        '--sweep=seed=0,1',
+        *(f'--config.{k}={v}' for k, v in overrides.items()),
+    ]
+    env = {**os.environ, 'PYTHONPATH': str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        m = re.search(r'step\s+(\d+)/2000 \|', line)
+        if m and int(m.group(1)) >= 20:
+            break
+    proc.send_signal(signal.SIGTERM)
+    err = ''.join(seen) + proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-2000:]
+    stopped = re.search(r'interrupted: SIGTERM at step (\d+): saved a checkpoint', err)
+    assert stopped, err[-2000:]
+    assert 'Traceback' not in err
+    assert err.count('interrupted:') == 1
+    assert not (tmp_path / 'sweep_results.csv').exists()
+
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f'resumed from step {stopped.group(1)}' in again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1])['points'] == 2

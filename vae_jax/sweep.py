@@ -258,7 +258,9 @@ def main(argv):
         cli.require_workdir(workdir)
     except ValueError as e:
         sys.exit(f'error: {e}')
-    try:
+    # A stopped point ends the sweep in one `interrupted:` line and status 143 / 130, as
+    # `vae_jax.main` does; rerunning resumes it from its checkpoint.
+    with cli.outcomes_in_one_line():
         configuration.validate(config)  # The base config's own errors, named as such.
         source = f'--sweep={spec}' if spec else "--config's get_sweep()"
         try:
@@ -274,8 +276,6 @@ def main(argv):
         except configuration.ConfigError as e:
             sys.exit(f'error: {source}: {e}')
         rows = run_sweep(config, points, workdir, vectorize=_FLAGS['vectorize'].value)
-    except cli.REPORTED as e:
-        sys.exit(f'error: {e}')  # Once: not also through absl's log.
     print(json.dumps({'points': len(rows), 'csv': os.path.join(workdir, 'sweep_results.csv')}))
 
 
