@@ -83,13 +83,33 @@ def test_fig2_lower_bound(out, shared_data_dir):
 
 
 def test_fig3_marginal_likelihood(out):
-    load('fig3_marginal_likelihood').main(args(out))
+    fig3 = load('fig3_marginal_likelihood')
+    fig3.main(args(out))
     rows = rows_of(out / 'fig3_marginal_likelihood.csv')
     assert {r['algorithm'] for r in rows} == {'aevb', 'wake_sleep', 'mcem'}
     assert sorted({int(r['step']) for r in rows}) == [10, 20]
     for r in rows:
         assert float(r['train_log_likelihood']) < 0 and float(r['test_log_likelihood']) < 0
     assert (out / 'fig3_marginal_likelihood.png').stat().st_size > 0
+
+    # Resumed after every run has finished, each point is still its own checkpoint's
+    # estimate: with the recorded estimates deleted, they are recomputed from the
+    # checkpoint of their step (not the run's latest), to the same digits.
+    def points(rows):
+        return [(r['train_log_likelihood'], r['test_log_likelihood']) for r in rows]
+
+    records = sorted(out.glob('runs/*n*/appendix_d.json'))
+    assert len(records) == len({(r['algorithm'], r['num_train']) for r in rows})
+    for record in records:
+        record.unlink()
+    fig3.main(args(out))
+    again = rows_of(out / 'fig3_marginal_likelihood.csv')
+    assert points(again) == points(rows)
+    for first, last in zip(rows[::2], rows[1::2], strict=True):  # Steps 10 and 20 of a run.
+        assert (first['algorithm'], first['num_train']) == (last['algorithm'], last['num_train'])
+        assert points([first]) != points([last])
+    fig3.main(args(out))  # Read from the records this time.
+    assert points(rows_of(out / 'fig3_marginal_likelihood.csv')) == points(rows)
 
 
 @pytest.mark.parametrize('scale_name', ['tiny', 'quick', 'medium', 'paper'])

@@ -281,3 +281,15 @@ def test_a_kl_estimator_the_iwae_objective_would_ignore_is_refused():
     with pytest.raises(configuration.ConfigError, match='does not apply to objective=iwae'):
         configuration.validate(tiny_config(objective='iwae', num_samples=5))
     configuration.validate(tiny_config(objective='iwae', num_samples=5, kl_estimator='monte_carlo'))
+
+
+def test_load_run_at_a_step_gives_that_checkpoint_and_names_the_kept_ones(tmp_path):
+    config = tiny_config(num_steps=10, checkpoint_every_steps=5, keep_checkpoints=3)
+    train.train_and_evaluate(config, str(tmp_path))
+    latest, at5 = runs.load_run(str(tmp_path)), runs.load_run(str(tmp_path), step=5)
+    assert (latest.step, at5.step) == (10, 5)
+    halfway = tiny_config(num_steps=5, checkpoint_every_steps=5)
+    train.train_and_evaluate(halfway, str(tmp_path / 'halfway'))
+    assert_trees_equal(at5.params, runs.load_run(str(tmp_path / 'halfway')).params)
+    with pytest.raises(FileNotFoundError, match=r'no checkpoint at step 7 .*saved: \[5, 10\]'):
+        runs.load_run(str(tmp_path), step=7)

@@ -241,7 +241,14 @@ def quarantine(workdir: str, steps: list[int]) -> str:
     return dest
 
 
-def restore(mngr: ocp.CheckpointManager, state: Any, workdir: str, *, move_bad: bool = True) -> Any:
+def restore(
+    mngr: ocp.CheckpointManager,
+    state: Any,
+    workdir: str,
+    *,
+    move_bad: bool = True,
+    step: int | None = None,
+) -> Any:
     """The latest usable checkpoint restored into the structure of ``state``, or ``state``.
 
     Tries the steps from the latest down. A checkpoint is unusable when its files
@@ -249,7 +256,7 @@ def restore(mngr: ocp.CheckpointManager, state: Any, workdir: str, *, move_bad: 
     it, or when its arrays hold a NaN or infinity; the fallback is logged
     as a warning naming both steps. With ``move_bad`` the unusable step folders are
     moved to ``workdir/checkpoints.corrupt/`` so that the run can save those steps
-    again.
+    again. With ``step``, that checkpoint only, with no fallback.
 
     Raises:
       CheckpointMismatchError: the stored shapes are not those of ``state`` (the model
@@ -257,6 +264,13 @@ def restore(mngr: ocp.CheckpointManager, state: Any, workdir: str, *, move_bad: 
       CorruptCheckpointError: there are checkpoints but none is usable.
     """
     steps = sorted(mngr.all_steps(), reverse=True)
+    if step is not None:
+        if step not in steps:
+            raise FileNotFoundError(
+                f'no checkpoint at step {step} in {workdir}/{workdir_files.CHECKPOINT_DIR} '
+                f'(saved: {sorted(steps) or "none"})'
+            )
+        steps = [step]
     if not steps:
         return state
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
@@ -306,16 +320,19 @@ def restore(mngr: ocp.CheckpointManager, state: Any, workdir: str, *, move_bad: 
     )
 
 
-def restore_from_workdir(workdir: str, state: Any) -> Any:
-    """Latest usable state of the run in ``workdir`` (for sampling and evaluation).
+def restore_from_workdir(workdir: str, state: Any, step: int | None = None) -> Any:
+    """Latest usable state of the run in ``workdir``, or its state at ``step`` (for
+    sampling and evaluation).
 
     Read-only: a damaged checkpoint is skipped with a warning but left where it is.
     """
     mngr = manager(workdir, keep=1000, read_only=True)
     if mngr.latest_step() is None:
         raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints: has the run started?')
-    logging.info('loading checkpoint %d from %s', mngr.latest_step(), workdir)
-    return restore(mngr, state, workdir, move_bad=False)
+    logging.info(
+        'loading checkpoint %d from %s', mngr.latest_step() if step is None else step, workdir
+    )
+    return restore(mngr, state, workdir, move_bad=False, step=step)
 
 
 def wait(mngr: ocp.CheckpointManager) -> None:

@@ -25,8 +25,9 @@ class Run(NamedTuple):
     splits: data.Splits
 
 
-def load_run(workdir: str) -> Run:
-    """The latest checkpoint of the run in ``workdir``, with its config, model and data."""
+def load_run(workdir: str, step: int | None = None) -> Run:
+    """The latest checkpoint of the run in ``workdir`` (or the one at ``step``: a
+    FileNotFoundError if it was not kept), with its config, model and data."""
     config = stored_config(workdir)
     splits = data.load(config.dataset, config.data_dir, valid_size=config.valid_size)
     num_train = splits.train.shape[0]
@@ -35,7 +36,7 @@ def load_run(workdir: str) -> Run:
     setup = train.build(
         config, splits.event_shape, train.Streams(config.seed), num_train, splits.binary
     )
-    state = checkpointing.restore_from_workdir(workdir, setup.state)
+    state = checkpointing.restore_from_workdir(workdir, setup.state, step)
     return Run(config, setup.model, state.params, int(state.step), splits)
 
 

@@ -8,12 +8,15 @@ at several points of training log p(x) is estimated on the first examples of
 the training and test sets with the paper's Appendix D estimator
 (`vae_jax.appendix_d.hmc_marginal_likelihood`: HMC posterior samples, a Gaussian fitted
 to them, a harmonic-mean-type estimate). Every algorithm is estimated the same
-way, from chains started at a prior draw (MCEM has no encoder). Writes
-fig3_marginal_likelihood.png and .csv to --out.
+way, from chains started at a prior draw (MCEM has no encoder), on the checkpoint
+saved at that point (every segment's is kept). Each estimate is recorded in its run's
+workdir (`appendix_d.json`), so a resumed figure reads the estimates it has and
+computes the rest. Writes fig3_marginal_likelihood.png and .csv to --out.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -29,6 +32,7 @@ from vae_jax import algorithms, cli, models, runs, train  # noqa: E402
 from vae_jax.appendix_d import hmc_marginal_likelihood  # noqa: E402
 
 ALGORITHMS = ('aevb', 'wake_sleep', 'mcem')
+ESTIMATES_FILE = 'appendix_d.json'  # In each run's workdir: {step: estimates}.
 STYLE = {
     'aevb': dict(color='tab:red', label='AEVB'),
     'wake_sleep': dict(color='tab:blue', label='Wake-Sleep'),
@@ -67,6 +71,8 @@ def run_config(algorithm: str, num_train: int, scale: common.Scale, args) -> Con
     """The config of one Figure 3 run (its num_steps is the last of ``scale.fig3_steps``)."""
     config = common.paper_config('mnist', 3, algorithm, scale, args, num_train=num_train)
     config.num_steps = config.checkpoint_every_steps = scale.fig3_steps[-1]
+    # Every segment's checkpoint stays: each point of the curve is estimated on its own.
+    config.keep_checkpoints = len(scale.fig3_steps)
     config.eval_every_steps = 0  # The App. D estimates are this figure's curve.
     config.eval_test_during_training = False
     # Each segment ends with the usual final evaluation; keep it to the examples
@@ -75,6 +81,38 @@ def run_config(algorithm: str, num_train: int, scale: common.Scale, args) -> Con
     if not algorithms.of(config).trains_encoder:  # Its final log p(x) is AIS.
         config.eval_ais_steps = scale.fig3_ais_steps
     return config
+
+
+def estimates_at(
+    workdir: str, step: int, train_x: np.ndarray, test_x: np.ndarray, scale: common.Scale, seed: int
+) -> dict:
+    """App. D estimates of the run's checkpoint at ``step`` on ``train_x`` and ``test_x``,
+    read from the workdir's record when it holds them with these settings."""
+    settings = {
+        'eval_examples': int(train_x.shape[0]),
+        'posterior_samples': scale.fig3_posterior_samples,
+        'burnin': scale.fig3_burnin,
+        'seed': seed,
+    }
+    path = os.path.join(workdir, ESTIMATES_FILE)
+    record = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            record = json.load(f)
+    entry = record.get(str(step))
+    if entry is not None and entry['settings'] == settings:
+        return entry
+    run = runs.load_run(workdir, step=step)
+    entry = {
+        'train_log_likelihood': appendix_d(run, train_x, scale, seed),
+        'test_log_likelihood': appendix_d(run, test_x, scale, seed + 1),
+        'settings': settings,
+    }
+    record[str(step)] = entry
+    with open(path + '.tmp', 'w') as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + '.tmp', path)  # Whole or not at all, if the run is stopped here.
+    return entry
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -98,16 +136,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 config.num_steps = steps
                 config.checkpoint_every_steps = steps
                 results = runner(config, workdir)
-                run = runs.load_run(workdir)
                 n = scale.fig3_eval_examples
+                estimates = estimates_at(workdir, steps, train_x[:n], test_x[:n], scale, args.seed)
                 rows.append(
                     {
                         'num_train': num_train,
                         'algorithm': algorithm,
                         'step': steps,
                         'samples_evaluated': steps * config.batch_size,
-                        'train_log_likelihood': appendix_d(run, train_x[:n], scale, args.seed),
-                        'test_log_likelihood': appendix_d(run, test_x[:n], scale, args.seed + 1),
+                        'train_log_likelihood': estimates['train_log_likelihood'],
+                        'test_log_likelihood': estimates['test_log_likelihood'],
                         'eval_examples': n,
                         'run_wall_seconds': results.get('wall_seconds', ''),
                     }
