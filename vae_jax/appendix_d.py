@@ -81,6 +81,7 @@ def hmc_marginal_likelihood(
         One chain still sees one mode: on a posterior with several comparable modes the
         estimate stays low by log of the mode's weight
         (tests/test_ais.py::test_appendix_d_chains_start_at_the_best_of_many_prior_draws).
+
     Returns:
       ``[B]`` estimates of log p(x).
     """
@@ -94,7 +95,8 @@ def hmc_marginal_likelihood(
         z0 = flat.flatten(model.posterior(x).mean(), 1)
     elif start == 'prior':
         z0 = hmc.start_draws(key_init, model, x, start, flat, start_candidates)  # [C, B, D]
-        log_p0 = jax.vmap(jax.vmap(log_joint), in_axes=(0, None))(z0, x)  # [C, B]
+        # 100 candidates at a time: all at once holds C decoder outputs per example.
+        log_p0 = jax.lax.map(lambda z: jax.vmap(log_joint)(z, x), z0, batch_size=100)  # [C, B]
         z0 = jnp.take_along_axis(z0, jnp.argmax(log_p0, axis=0)[None, :, None], axis=0)[0]
     else:
         raise ValueError(f'start must be one of {hmc.STARTS}, got {start!r}')

@@ -8,10 +8,10 @@ at several points of training log p(x) is estimated on the first examples of
 the training and test sets with the paper's Appendix D estimator
 (`vae_jax.appendix_d.hmc_marginal_likelihood`: HMC posterior samples, a Gaussian fitted
 to them, a harmonic-mean-type estimate). Every algorithm is estimated the same
-way, from chains started at the best of 1,000 prior draws (MCEM has no encoder), on the checkpoint
-saved at that point (every segment's is kept). Each estimate is recorded in its run's
-workdir (`appendix_d.json`), so a resumed figure reads the estimates it has and
-computes the rest. Writes fig3_marginal_likelihood.png and .csv to --out.
+way, from chains started at the best of 1,000 prior draws (MCEM has no encoder),
+on the checkpoint saved at that point (every segment's is kept). Each estimate is
+recorded in its run's workdir (`appendix_d.json`), so a resumed figure reads the
+estimates it has and computes the rest. Writes fig3_marginal_likelihood.png and .csv to --out.
 """
 
 from __future__ import annotations
