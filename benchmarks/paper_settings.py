@@ -42,6 +42,9 @@ RUNS = {
     'fig3_n1000_aevb': (lambda: fig3_config.get_config('1000'), 30_000),
     'fig3_n1000_wake_sleep': (lambda: _with(fig3_config.get_config('1000'), 'wake_sleep'), 30_000),
     'fig3_n1000_mcem': (lambda: _with(fig3_config.get_config('1000'), 'mcem'), 5_000),
+    # MCEM keeps one chain per training example: the 50-times larger table of Figure 3's
+    # other N_train.
+    'fig3_n50000_mcem': (lambda: _with(fig3_config.get_config('50000'), 'mcem'), 5_000),
     'iwae_l1_vae_k1': (lambda: iwae_config.get_config('1,vae,1'), 30_000),
     'iwae_l1_iwae_k5': (lambda: iwae_config.get_config('1,iwae,5'), 20_000),
     'iwae_l1_iwae_k50': (lambda: iwae_config.get_config('1,iwae,50'), 10_000),
@@ -87,7 +90,7 @@ def run_one(name: str, data_dir: str, steps_scale: float, workdir: str) -> dict:
     }
 
 
-def precision_check(workdir: str) -> dict:
+def precision_check(workdir: str, name: str) -> dict:
     """log p(x) of one trained model with float32 against TF32 matrix products."""
     out = {}
     for precision in ('float32', 'tensorfloat32'):
@@ -102,7 +105,7 @@ def precision_check(workdir: str) -> dict:
     return {
         'bench': 'eval_precision',
         'device': str(jax.devices()[0]),
-        'workdir_model': os.path.basename(workdir),
+        'workdir_model': name,
         'log_px_float32': out['float32'],
         'log_px_tf32': out['tensorfloat32'],
         'tf32_minus_float32': out['tensorfloat32'] - out['float32'],
@@ -125,11 +128,12 @@ def main() -> None:
         sys.exit(f'error: --only names {unknown}; known: {sorted(RUNS)}')
     with tempfile.TemporaryDirectory() as root:
         checked = False
-        for name in names:
-            workdir = os.path.join(root, name)
+        # A name may repeat (to bracket this machine's drift): each run its own workdir.
+        for i, name in enumerate(names):
+            workdir = os.path.join(root, f'{i}_{name}')
             print(json.dumps(run_one(name, args.data_dir, args.steps_scale, workdir)), flush=True)
             if args.precision_check and not checked and name.startswith('iwae'):
-                print(json.dumps(precision_check(workdir)), flush=True)
+                print(json.dumps(precision_check(workdir, name)), flush=True)
                 checked = True
 
 
