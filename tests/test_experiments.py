@@ -4,6 +4,7 @@ import argparse
 import csv
 import importlib
 import importlib.util
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -82,14 +83,22 @@ def test_fig2_lower_bound(out, shared_data_dir):
     assert (out / 'fig2_lower_bound.png').stat().st_size > 0
 
 
-def test_fig3_marginal_likelihood(out):
+def test_fig3_marginal_likelihood(out, monkeypatch, caplog):
     fig3 = load('fig3_marginal_likelihood')
-    fig3.main(args(out))
+    with caplog.at_level(logging.WARNING, logger='absl'):
+        fig3.main(args(out))
     rows = rows_of(out / 'fig3_marginal_likelihood.csv')
     assert {r['algorithm'] for r in rows} == {'aevb', 'wake_sleep', 'mcem'}
     assert sorted({int(r['step']) for r in rows}) == [10, 20]
     for r in rows:
         assert float(r['train_log_likelihood']) < 0 and float(r['test_log_likelihood']) < 0
+        # Each curve's last point has the run's own lower bound beside it, and App. D is
+        # not under it (beyond the tolerance) on these models.
+        if int(r['step']) == 20:
+            assert float(r['test_lower_bound']) < 0
+        else:
+            assert r['test_lower_bound'] == ''
+    assert not [m for m in caplog.messages if 'lower bound' in m]
     assert (out / 'fig3_marginal_likelihood.png').stat().st_size > 0
 
     # Resumed after every run has finished, each point is still its own checkpoint's
@@ -109,7 +118,19 @@ def test_fig3_marginal_likelihood(out):
         assert (first['algorithm'], first['num_train']) == (last['algorithm'], last['num_train'])
         assert points([first]) != points([last])
     fig3.main(args(out))  # Read from the records this time.
-    assert points(rows_of(out / 'fig3_marginal_likelihood.csv')) == points(rows)
+    again = rows_of(out / 'fig3_marginal_likelihood.csv')
+    assert points(again) == points(rows)
+    assert [r['test_lower_bound'] for r in again] == [r['test_lower_bound'] for r in rows]
+
+    # An App. D estimate under a run's own lower bound is named in a warning, per run.
+    for record in records:
+        record.unlink()
+    monkeypatch.setattr(fig3, 'appendix_d', lambda run, x, scale, seed: -1e4)
+    with caplog.at_level(logging.WARNING, logger='absl'):
+        fig3.main(args(out))
+    warned = [m for m in caplog.messages if 'lower bound' in m]
+    assert len(warned) == len(records)
+    assert {m.split(' ')[0] for m in warned} == {r.parent.name for r in records}
 
 
 @pytest.mark.parametrize('scale_name', ['tiny', 'quick', 'medium', 'paper'])
