@@ -111,9 +111,12 @@ def test_fig3_marginal_likelihood(out, monkeypatch, caplog):
     assert len(records) == len({(r['algorithm'], r['num_train']) for r in rows})
     for record in records:
         record.unlink()
+    results = {p: p.read_bytes() for p in out.glob('runs/*n*/results.json')}
     fig3.main(args(out))
     again = rows_of(out / 'fig3_marginal_likelihood.csv')
     assert points(again) == points(rows)
+    # Nothing retrained or re-evaluated: each run's results (its training time) stay.
+    assert {p: p.read_bytes() for p in results} == results
     for first, last in zip(rows[::2], rows[1::2], strict=True):  # Steps 10 and 20 of a run.
         assert (first['algorithm'], first['num_train']) == (last['algorithm'], last['num_train'])
         assert points([first]) != points([last])

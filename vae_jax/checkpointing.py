@@ -320,6 +320,13 @@ def restore(
     )
 
 
+def latest_step(workdir: str) -> int | None:
+    """The step of the newest checkpoint in ``workdir``, None before the first; read-only."""
+    if not os.path.isdir(os.path.join(workdir, workdir_files.CHECKPOINT_DIR)):
+        return None
+    return manager(workdir, keep=1000, read_only=True).latest_step()
+
+
 def restore_from_workdir(workdir: str, state: Any, step: int | None = None) -> Any:
     """Latest usable state of the run in ``workdir``, or its state at ``step`` (for
     sampling and evaluation).

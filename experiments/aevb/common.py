@@ -200,6 +200,19 @@ class Runs:
         )
         return sweep.run_point(config, workdir)
 
+    def skip(self, workdir: str, step: int, why: str) -> None:
+        """Counts a run that needs no training, and says why."""
+        self.started += 1
+        logging.info(
+            '%s: run %d of %d: %s to step %d: skipped, %s',
+            self.figure,
+            self.started,
+            self.total,
+            os.path.basename(workdir),
+            step,
+            why,
+        )
+
 
 write_csv = sweep.write_csv
 

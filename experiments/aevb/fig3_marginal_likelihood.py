@@ -11,7 +11,9 @@ to them, a harmonic-mean-type estimate). Every algorithm is estimated the same
 way, from chains started at the best of 1,000 prior draws (MCEM has no encoder),
 on the checkpoint saved at that point (every segment's is kept). Each estimate is
 recorded in its run's workdir (`appendix_d.json`), so a resumed figure reads the
-estimates it has and computes the rest. Writes fig3_marginal_likelihood.png and .csv to --out.
+estimates it has and computes the rest; a segment its run has trained past is neither
+trained nor evaluated again (its row's `run_wall_seconds` is then empty). Writes
+fig3_marginal_likelihood.png and .csv to --out.
 
 App. D is not a bound. At the last point of each curve the CSV gives, beside it, the
 run's own final test log p(x) on the same images (`test_lower_bound`: importance
@@ -34,7 +36,7 @@ from ml_collections import ConfigDict
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from vae_jax import algorithms, cli, models, runs, train  # noqa: E402
+from vae_jax import algorithms, checkpointing, cli, models, runs, train  # noqa: E402
 from vae_jax.appendix_d import hmc_marginal_likelihood  # noqa: E402
 
 ALGORITHMS = ('aevb', 'wake_sleep', 'mcem')
@@ -171,7 +173,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 # num_steps may grow on resume: each segment continues the same run.
                 config.num_steps = steps
                 config.checkpoint_every_steps = steps
-                results = runner(config, workdir)
+                latest = checkpointing.latest_step(workdir)
+                if latest is not None and latest > steps:
+                    # Its checkpoint at `steps` is there: resuming to `steps` would only
+                    # rerun the final evaluation at `latest` and overwrite its results.json.
+                    runner.skip(workdir, steps, f'trained to step {latest} already')
+                    results = {}
+                else:
+                    results = runner(config, workdir)
                 n = scale.fig3_eval_examples
                 estimates = estimates_at(workdir, steps, train_x[:n], test_x[:n], scale, args.seed)
                 bound = ''
