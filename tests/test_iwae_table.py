@@ -1,7 +1,9 @@
 """experiments/iwae/table1.py end to end at the tiny scale: rows, resume, the CSV's columns."""
 
 import csv
+import json
 import os
+import shutil
 
 import pytest
 
@@ -68,6 +70,29 @@ def test_finished_models_are_neither_trained_nor_evaluated_again(tiny_table):
     again = table1.main(argv)
     assert [r['nll'] for r in again] == [r['nll'] for r in rows]
     assert {p: os.path.getmtime(workdir / p) for p in stamps} == stamps
+
+
+def test_a_table_is_every_model_recorded_in_its_folder(tiny_table):
+    """Rows run elsewhere merge by their records; a deleted record is made again from its
+    workdir, the same; a folder of two scales is refused."""
+    root, argv, rows = tiny_table
+    elsewhere = root / 'elsewhere'  # Another machine: none of the workdirs, only --out.
+    again = table1.main(['--scale=tiny', f'--workdir_root={elsewhere}', f'--out={root / "out"}',
+                         '--rows=l1_vae_k1'])  # fmt: skip
+    assert again == rows and not elsewhere.exists()
+
+    record = root / 'out' / 'models' / 'l1_iwae_k5.json'
+    before = json.loads(record.read_text())
+    assert before['scale'] == 'tiny' and before['iwae_curve']
+    record.unlink()
+    assert table1.main(argv) == rows
+    assert json.loads(record.read_text()) == before
+
+    mixed = root / 'mixed'
+    shutil.copytree(root / 'out', mixed)
+    (mixed / 'models' / 'l2_vae_k1.json').write_text(json.dumps({**before, 'scale': 'paper'}))
+    with pytest.raises(ValueError, match="l2_vae_k1.json records scale 'paper', not 'tiny'"):
+        table1.main(['--scale=tiny', f'--workdir_root={elsewhere}', f'--out={mixed}'])
 
 
 def test_scales_keep_the_paper_settings_but_the_schedule_length():

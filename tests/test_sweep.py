@@ -68,6 +68,18 @@ def test_sweep_runs_each_point_once_and_writes_the_table(tmp_path):
     assert [r['test_elbo'] for r in again] == [r['test_elbo'] for r in rows]
 
 
+def test_a_run_trained_past_num_steps_is_refused_and_left_as_it_is(tmp_path):
+    """Shortened on resume, a point would evaluate its longer-trained model under the
+    shorter label and overwrite its results: it fails instead, naming both steps."""
+    workdir = str(tmp_path / 'run')
+    first = sweep.run_point(tiny_config(num_steps=10, checkpoint_every_steps=5), workdir)
+    assert first['train_steps'] == 10
+    files = {p: p.read_bytes() for p in Path(workdir).rglob('*') if p.is_file()}
+    with pytest.raises(sweep.TrainedPastError, match='trained to step 10, past num_steps=5'):
+        sweep.run_point(tiny_config(num_steps=5, checkpoint_every_steps=5), workdir)
+    assert {p: p.read_bytes() for p in Path(workdir).rglob('*') if p.is_file()} == files
+
+
 def test_command_line_with_a_config_files_get_sweep(tmp_path):
     config_file = tmp_path / 'two_seeds.py'
     config_file.write_text(

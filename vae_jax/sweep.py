@@ -9,9 +9,10 @@ list of ``{dotted.field: value}`` dicts (``product`` below builds one). Each poi
 trains with the normal entry point in ``WORKDIR/<point-name>/`` (config, checkpoints,
 logs, results as for ``vae_jax.main``); a point whose ``results.json`` is already
 there for its ``num_steps`` is skipped, so an interrupted sweep resumes where it
-stopped. ``WORKDIR/sweep_results.csv`` gets one row per point (its overrides, final
-test ELBO and log-likelihood, steps, wall time) and ``WORKDIR/sweep_results.png``
-plots the test metrics against the first swept field.
+stopped; one whose workdir is trained past its ``num_steps`` fails, naming both.
+``WORKDIR/sweep_results.csv`` gets one row per point (its overrides, final test ELBO
+and log-likelihood, steps, wall time) and ``WORKDIR/sweep_results.png`` plots the test
+metrics against the first swept field.
 
 ``--vectorize`` trains the points that differ only in numeric values (seed, learning
 rate, beta, weight decay) together in one compiled program per group of equal shapes
@@ -33,6 +34,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from vae_jax import (
+    checkpointing,
     cli,
     configuration,
     sweep_points,
@@ -146,6 +148,18 @@ def _train_groups(
     return shares
 
 
+class TrainedPastError(ValueError):
+    """A run asked for fewer steps than its workdir's latest checkpoint."""
+
+    def __init__(self, workdir: str, latest: int, num_steps: int):
+        super().__init__(
+            f'{workdir} is trained to step {latest}, past num_steps={num_steps}: resuming '
+            f'would evaluate the step-{latest} model as if it were the step-{num_steps} '
+            'one. Use a new workdir, or num_steps >= the trained steps.'
+        )
+        self.workdir, self.latest, self.num_steps = workdir, latest, num_steps
+
+
 def _done(config: ml_collections.ConfigDict, workdir: str) -> bool:
     """Whether ``workdir`` holds the results of ``config`` trained to its ``num_steps``."""
     path = os.path.join(workdir, 'results.json')
@@ -163,12 +177,19 @@ def run_point(
     A run whose ``results.json`` is already there for ``config.num_steps`` is not
     trained again: its results are returned as they are. ``extra_seconds`` (the point's
     share of a vectorised training, see ``run_sweep``) is added to ``wall_seconds``.
+
+    Raises:
+      TrainedPastError: ``workdir`` holds a checkpoint past ``config.num_steps`` (its
+        results would be a longer-trained model's; nothing is written).
     """
     path = os.path.join(workdir, 'results.json')
     if _done(config, workdir):
         logging.info('%s: already done', workdir)
         with open(path) as f:
             return json.load(f)
+    latest = checkpointing.latest_step(workdir)
+    if latest is not None and latest > config.num_steps:
+        raise TrainedPastError(workdir, latest, config.num_steps)
     t0 = time.perf_counter()
     results = train.train_and_evaluate(config, workdir)
     results['wall_seconds'] = time.perf_counter() - t0 + extra_seconds

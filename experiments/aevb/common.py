@@ -188,30 +188,32 @@ class Runs:
     def __init__(self, figure: str, total: int):
         self.figure, self.total, self.started = figure, total, 0
 
-    def __call__(self, config: ml_collections.ConfigDict, workdir: str) -> dict:
+    def __call__(
+        self, config: ml_collections.ConfigDict, workdir: str, *, past_ok: bool = False
+    ) -> dict:
+        """``sweep.run_point``'s results.
+
+        ``past_ok``: a run trained past ``config.num_steps`` already (a figure that
+        continues one run through several lengths, resumed) is skipped and gives ``{}``
+        instead of raising ``sweep.TrainedPastError``.
+        """
         self.started += 1
+        name = os.path.basename(workdir)
         logging.info(
             '%s: run %d of %d: %s to step %d',
             self.figure,
             self.started,
             self.total,
-            os.path.basename(workdir),
+            name,
             config.num_steps,
         )
-        return sweep.run_point(config, workdir)
-
-    def skip(self, workdir: str, step: int, why: str) -> None:
-        """Counts a run that needs no training, and says why."""
-        self.started += 1
-        logging.info(
-            '%s: run %d of %d: %s to step %d: skipped, %s',
-            self.figure,
-            self.started,
-            self.total,
-            os.path.basename(workdir),
-            step,
-            why,
-        )
+        try:
+            return sweep.run_point(config, workdir)
+        except sweep.TrainedPastError as e:
+            if not past_ok:
+                raise
+            logging.info('%s: skipped, trained to step %d already', name, e.latest)
+            return {}
 
 
 write_csv = sweep.write_csv

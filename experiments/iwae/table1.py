@@ -13,6 +13,10 @@ entry), `table1.md` (the paper's layout, ours beside theirs) and `iwae_curves.pn
 Resumable: a model's workdir is `<workdir_root>/<scale>/<model>`; an interrupted
 training resumes from its checkpoint, a finished one is not trained again, and a
 finished evaluation (`eval_test_is_5000.json` in the workdir) is read, not redone.
+Each finished model's numbers are recorded in `--out` (`models/<model>.json`, with its
+IWAE_K curve); the table is every model recorded there, so rows run on different
+machines or days merge into one table by copying their records, and a recorded model
+is not run again (delete its record to redo it from its workdir).
 
 Scales keep every setting of the paper but the length of the schedule:
 `paper` (stage i = 3**i passes, 3,280 passes), `paper_div10` and `paper_div100` (every
@@ -27,7 +31,6 @@ import dataclasses
 import json
 import os
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:  # Run as a script from anywhere: `configs` and `vae_jax` import.
@@ -142,7 +145,6 @@ def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
     name = model_name(layers, objective, k)
     config = model_config(layers, objective, k, scale, args.data_dir)
     workdir = os.path.join(args.workdir_root, args.scale, name)
-    t0 = time.perf_counter()
     results = sweep.run_point(config, workdir)
     path = os.path.join(workdir, f'eval_test_is_{scale.num_importance_samples}.json')
     if os.path.exists(path):
@@ -164,7 +166,6 @@ def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
         'train_steps': results.get('train_steps'),
         'train_seconds': round(results.get('wall_seconds', float('nan')), 1),
         'eval_seconds': round(ev.get('wall_seconds', float('nan')), 1),
-        'seconds_this_call': round(time.perf_counter() - t0, 1),
         'nll': -ev['log_likelihood'],
         'nll_stderr': ev['log_likelihood_stderr'],
         'test_elbo': ev.get('elbo'),
@@ -177,6 +178,33 @@ def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
         'num_importance_samples': ev['num_importance_samples'],
         'iwae_curve': ev.get('iwae_curve', {}),
     }
+
+
+def record_path(out: str, name: str) -> str:
+    """Where ``--out`` records a finished model's numbers."""
+    return os.path.join(out, 'models', f'{name}.json')
+
+
+def read_records(out: str, scale_name: str) -> dict[str, dict]:
+    """Every model recorded in ``out``, by name.
+
+    Raises:
+      ValueError: a record of another scale (tables of two scales in one folder).
+    """
+    folder = os.path.dirname(record_path(out, 'x'))
+    records = {}
+    for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if not file.endswith('.json'):
+            continue
+        with open(os.path.join(folder, file)) as f:
+            record = json.load(f)
+        if record.get('scale') != scale_name:
+            raise ValueError(
+                f'{folder}/{file} records scale {record.get("scale")!r}, not {scale_name!r}: '
+                'one --out folder holds one scale'
+            )
+        records[record['model']] = record
+    return records
 
 
 def table_rows(models: dict[str, dict], scale_name: str) -> list[dict]:
@@ -252,7 +280,9 @@ def plot_curves(models: dict[str, dict], path: str) -> None:
         if not curve:
             continue
         ks = sorted(int(k) for k in curve)
-        ax.plot(ks, [curve[str(k)][0] for k in ks], marker='o', label=name)
+        # A record made by hand from an earlier table (its 'source') has a few K only.
+        style = {'linestyle': '--', 'label': f'{name} (K as recorded)'} if 'source' in m else {}
+        ax.plot(ks, [curve[str(k)][0] for k in ks], marker='o', **{'label': name, **style})
     ax.set(xscale='log', xlabel='K', ylabel='test IWAE_K bound (nats)', title='IWAE_K curves')
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -292,13 +322,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(wanted) - set(known))
     if unknown:
         sys.exit(f'error: --rows names {unknown}; known: {sorted(known)}')
-    os.makedirs(args.out, exist_ok=True)
-    models = {}
-    for name, (layers, objective, k) in known.items():
-        if wanted and name not in wanted:
+    os.makedirs(os.path.dirname(record_path(args.out, 'x')), exist_ok=True)
+    models = read_records(args.out, args.scale)
+    todo = [name for name in known if not wanted or name in wanted]
+    for i, name in enumerate(todo):
+        if name in models:
+            logging.info('model %s (%d of %d): recorded, not run again', name, i + 1, len(todo))
             continue
-        logging.info('model %s (%d of %d)', name, len(models) + 1, len(wanted) or len(known))
-        models[name] = run_model(layers, objective, k, scale, args)
+        logging.info('model %s (%d of %d)', name, i + 1, len(todo))
+        models[name] = {'scale': args.scale, **run_model(*known[name], scale, args)}
+        with open(record_path(args.out, name), 'w') as f:
+            json.dump(models[name], f, indent=2)
     rows = table_rows(models, args.scale)
     sweep.write_csv(os.path.join(args.out, 'table1.csv'), rows)
     with open(os.path.join(args.out, 'table1.md'), 'w') as f:
