@@ -119,6 +119,14 @@ def test_command_line_with_a_config_files_get_sweep(tmp_path):
     assert bad.returncode != 0
     assert 'latnt_dim' in bad.stderr and 'Traceback' not in bad.stderr
 
+    # Shortened below what its points trained: one line naming a point and both steps.
+    short = subprocess.run(
+        [*cmd, '--config.num_steps=3'], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert short.returncode == 1 and 'Traceback' not in short.stderr
+    last = short.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and 'seed=3 is trained to step 6, past num_steps=3' in last
+
 
 def test_vectorized_sweep_matches_point_by_point(tmp_path, monkeypatch):
     from vae_jax import vectorized

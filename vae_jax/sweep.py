@@ -40,6 +40,7 @@ from vae_jax import (
     sweep_points,
     train,
     vectorized,
+    workdir_files,
 )
 
 
@@ -148,7 +149,7 @@ def _train_groups(
     return shares
 
 
-class TrainedPastError(ValueError):
+class TrainedPastError(workdir_files.WorkdirConflictError):
     """A run asked for fewer steps than its workdir's latest checkpoint."""
 
     def __init__(self, workdir: str, latest: int, num_steps: int):
