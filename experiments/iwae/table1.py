@@ -180,9 +180,9 @@ def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
     }
 
 
-def record_path(out: str, name: str) -> str:
-    """Where ``--out`` records a finished model's numbers."""
-    return os.path.join(out, 'models', f'{name}.json')
+def records_dir(out: str) -> str:
+    """Where ``--out`` records each finished model's numbers, one ``<model>.json`` each."""
+    return os.path.join(out, 'models')
 
 
 def read_records(out: str, scale_name: str) -> dict[str, dict]:
@@ -191,7 +191,7 @@ def read_records(out: str, scale_name: str) -> dict[str, dict]:
     Raises:
       ValueError: a record of another scale (tables of two scales in one folder).
     """
-    folder = os.path.dirname(record_path(out, 'x'))
+    folder = records_dir(out)
     records = {}
     for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         if not file.endswith('.json'):
@@ -280,9 +280,14 @@ def plot_curves(models: dict[str, dict], path: str) -> None:
         if not curve:
             continue
         ks = sorted(int(k) for k in curve)
-        # A record made by hand from an earlier table (its 'source') has a few K only.
-        style = {'linestyle': '--', 'label': f'{name} (K as recorded)'} if 'source' in m else {}
-        ax.plot(ks, [curve[str(k)][0] for k in ks], marker='o', **{'label': name, **style})
+        by_hand = 'source' in m  # Made from an earlier table: a few K only.
+        ax.plot(
+            ks,
+            [curve[str(k)][0] for k in ks],
+            marker='o',
+            linestyle='--' if by_hand else '-',
+            label=f'{name} (K as recorded)' if by_hand else name,
+        )
     ax.set(xscale='log', xlabel='K', ylabel='test IWAE_K bound (nats)', title='IWAE_K curves')
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -322,7 +327,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(wanted) - set(known))
     if unknown:
         sys.exit(f'error: --rows names {unknown}; known: {sorted(known)}')
-    os.makedirs(os.path.dirname(record_path(args.out, 'x')), exist_ok=True)
+    os.makedirs(records_dir(args.out), exist_ok=True)
     models = read_records(args.out, args.scale)
     todo = [name for name in known if not wanted or name in wanted]
     for i, name in enumerate(todo):
@@ -331,7 +336,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         logging.info('model %s (%d of %d)', name, i + 1, len(todo))
         models[name] = {'scale': args.scale, **run_model(*known[name], scale, args)}
-        with open(record_path(args.out, name), 'w') as f:
+        with open(os.path.join(records_dir(args.out), f'{name}.json'), 'w') as f:
             json.dump(models[name], f, indent=2)
     rows = table_rows(models, args.scale)
     sweep.write_csv(os.path.join(args.out, 'table1.csv'), rows)
