@@ -132,9 +132,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.num_pseudo_inputs = 500
     # Hidden nonlinearity: 'tanh' (the paper), 'relu', 'elu', 'gelu', 'softplus', 'swish', ...
     config.model.activation = 'relu'
-    # None: flax's initialisers (LeCun normal weights, zero biases). A number: every
-    # weight and bias ~ N(0, init_std^2); the paper (Sec. 5) samples from N(0, 0.01).
+    # None: weights from weight_init, zero biases. A number: every weight and bias
+    # ~ N(0, init_std^2); the paper (Sec. 5) samples from N(0, 0.01).
     config.model.init_std = ml_collections.config_dict.placeholder(float)
+    # init_std=None only: the weights' initialiser, 'lecun_normal' (flax's default) or
+    # 'glorot_uniform' (Glorot & Bengio 2010; Burda et al.'s code for its tanh layers).
+    config.model.weight_init = 'lecun_normal'
+    # likelihood='bernoulli' with architecture 'mlp' or 'hierarchical' only: the decoder's
+    # output bias at step 0. 'zero', or 'data_mean': the logit of the training images'
+    # mean, clipped to [0.001, 0.999] (Burda et al.'s code), so the untrained decoder
+    # predicts the mean image. Set after init_std's draw.
+    config.model.decoder_bias = 'zero'
     # likelihood='gaussian' only: how the decoder's mean is made from its output.
     # 'identity' (any real-valued data) or 'sigmoid' (data in [0, 1]: the paper's
     # choice for Frey Face, Sec. 5, used by the Frey Face configs). A run whose data leave [0, 1]

@@ -104,6 +104,8 @@ _SETTING_CASES = {
     'optimizer.adagrad_initial_accumulator': (0.2, {'optimizer.name': 'adagrad'}, {}),
     'model.num_pseudo_inputs': (10, _VAMP, {}),
     'model.conv_channels': ((8,), {'model.architecture': 'conv'}, {}),
+    'model.weight_init': ('glorot_uniform', {}, {'model.init_std': 0.1}),
+    'model.decoder_bias': ('data_mean', {}, {'model.architecture': 'conv'}),
     'model.gaussian_mean': ('sigmoid', _GAUSSIAN, {}),
     'model.min_log_var': (-5.0, _GAUSSIAN, {}),
     'data_placement': ('host', {}, {'data_parallel': True}),

@@ -103,3 +103,65 @@ def test_unknown_architecture():
             activation='relu',
             likelihood='bernoulli',
         )
+
+
+@pytest.mark.parametrize('architecture', ['mlp', 'hierarchical'])
+def test_weight_init_glorot_uniform_stays_in_its_bound_lecun_normal_does_not(architecture):
+    """Glorot & Bengio's uniform keeps every weight of a d_in -> d_out layer within
+    sqrt(6 / (d_in + d_out)); LeCun normal (std 1/sqrt(d_in)) has tails past it."""
+
+    def first_kernel(weight_init):
+        model = models.build_vae(
+            architecture=architecture,
+            event_shape=(28, 28),
+            latent_dim=10,
+            hidden_dims=(200,),
+            activation='tanh',
+            likelihood='bernoulli',
+            weight_init=weight_init,
+            upper_latent_dims=(5,) if architecture == 'hierarchical' else (),
+            upper_hidden_dims=((20,),) if architecture == 'hierarchical' else (),
+        )
+        top = 5 if architecture == 'hierarchical' else 10
+        params = models.init_params(model, jax.random.key(0), (28, 28), top)
+        encoder = params['up_0'] if architecture == 'hierarchical' else params['encoder']
+        return np.asarray(encoder['Dense_0']['kernel']), params
+
+    bound = np.sqrt(6 / (784 + 200))
+    glorot, params = first_kernel('glorot_uniform')
+    assert np.abs(glorot).max() <= bound and np.abs(glorot).max() > 0.99 * bound
+    assert np.std(glorot) == pytest.approx(bound / np.sqrt(3), rel=0.01)
+    lecun, _ = first_kernel('lecun_normal')
+    assert np.abs(lecun).max() > bound
+    assert np.std(lecun) == pytest.approx(1 / np.sqrt(784), rel=0.02)
+    # Every dense kernel, the decoder's too, is Glorot's; biases start at zero.
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        name, leaf = jax.tree_util.keystr(path), np.asarray(leaf)
+        if name.endswith("['kernel']"):
+            assert np.abs(leaf).max() <= np.sqrt(6 / sum(leaf.shape)), name
+        else:
+            assert not leaf.any(), name
+
+
+@pytest.mark.parametrize('architecture', ['mlp', 'hierarchical'])
+def test_decoder_bias_at_data_mean_makes_the_untrained_decoder_predict_the_mean(architecture):
+    model = models.build_vae(
+        architecture=architecture,
+        event_shape=(4, 3),
+        latent_dim=2,
+        hidden_dims=(8,),
+        activation='tanh',
+        likelihood='bernoulli',
+        upper_latent_dims=(2,) if architecture == 'hierarchical' else (),
+        upper_hidden_dims=((8,),) if architecture == 'hierarchical' else (),
+    )
+    params = models.init_params(model, jax.random.key(0), (4, 3), 2)
+    mean = np.linspace(0.0, 1.0, 12, dtype=np.float32).reshape(4, 3)
+    params = models.with_decoder_bias_at_data_mean(params, mean)
+    # The logits at z with a zeroed output kernel are the bias alone.
+    params['decoder']['head']['kernel'] = jnp.zeros_like(params['decoder']['head']['kernel'])
+    z = jnp.zeros((1, 2)) if architecture == 'mlp' else (jnp.zeros((1, 2)),)
+    p_x = model.apply({'params': params}, z, method=model.decode)
+    probs = np.asarray(jax.nn.sigmoid(p_x.logits[0]))
+    np.testing.assert_allclose(probs, np.clip(mean, 1e-3, 1 - 1e-3), rtol=1e-5, atol=1e-7)
+    assert np.all(np.isfinite(np.asarray(p_x.logits)))  # Pixels always 0 or 1 too.

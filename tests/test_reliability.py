@@ -320,6 +320,24 @@ def test_no_usable_checkpoint_is_refused_until_restart(tmp_path, twenty_steps):
     assert_trees_equal(params_of(workdir), params_of(base))
 
 
+def test_a_shorter_num_steps_on_resume_is_refused_until_restart(tmp_path, twenty_steps):
+    """Resumed with num_steps below its checkpoints, a run would evaluate the step-20
+    model and write its results as the step-10 run's: it is refused, untouched."""
+    base, _ = twenty_steps
+    workdir = tmp_path / 'run'
+    shutil.copytree(base, workdir)
+    files = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+    config = tiny_config(num_steps=10, eval_max_examples=50)
+    with pytest.raises(
+        workdir_files.TrainedPastError, match='trained to step 20, past num_steps=10'
+    ):
+        train.train_and_evaluate(config, str(workdir))
+    assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == files
+
+    assert train.train_and_evaluate(config, str(workdir), restart=True)['train_steps'] == 10
+    assert _checkpoint_steps(workdir) == [10]
+
+
 def test_save_refuses_non_finite_state(tmp_path):
     config = tiny_config()
     model = train.make_model(config, (28, 28))

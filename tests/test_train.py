@@ -293,3 +293,23 @@ def test_load_run_at_a_step_gives_that_checkpoint_and_names_the_kept_ones(tmp_pa
     assert_trees_equal(at5.params, runs.load_run(str(tmp_path / 'halfway')).params)
     with pytest.raises(FileNotFoundError, match=r'no checkpoint at step 7 .*saved: \[5, 10\]'):
         runs.load_run(str(tmp_path), step=7)
+
+
+def test_decoder_bias_data_mean_starts_from_the_training_images_mean(tmp_path, monkeypatch):
+    """The run's own training split (after num_train_examples) is what the bias sees."""
+    seen = []
+    real = train.models.with_decoder_bias_at_data_mean
+    monkeypatch.setattr(
+        train.models,
+        'with_decoder_bias_at_data_mean',
+        lambda params, mean: seen.append(np.asarray(mean)) or real(params, mean),
+    )
+    config = tiny_config(num_steps=5, num_train_examples=500, **{'model.decoder_bias': 'data_mean'})
+    train.train_and_evaluate(config, str(tmp_path))
+    _, train_images, _, _ = train.prepare_data(config, train.Streams(config.seed))
+    (mean,) = seen
+    np.testing.assert_allclose(mean, train_images.mean(0), rtol=1e-6)
+    assert train_images.shape[0] == 500
+
+    with pytest.raises(ValueError, match="decoder_bias='data_mean' needs"):
+        train.build(config, (28, 28), train.Streams(0))

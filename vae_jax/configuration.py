@@ -209,6 +209,11 @@ SETTING_FIELDS: tuple[tuple[str, Any, str, Callable[[ml_collections.ConfigDict],
     ('model.num_pseudo_inputs', 500, "model.prior='vamp'", lambda c: c.model.prior == 'vamp'),
     ('model.conv_channels', (32, 64), "model.architecture='conv'",
      lambda c: c.model.architecture == 'conv'),
+    ('model.weight_init', 'lecun_normal', 'model.init_std=None',
+     lambda c: c.model.init_std is None),
+    ('model.decoder_bias', 'zero',
+     "likelihood='bernoulli' with model.architecture='mlp' or 'hierarchical'",
+     lambda c: c.likelihood == 'bernoulli' and c.model.architecture in ('mlp', 'hierarchical')),
     ('model.gaussian_mean', 'identity', "likelihood='gaussian'", _gaussian),
     ('model.min_log_var', None, "likelihood='gaussian'", _gaussian),
     # Data-parallel runs always gather batches on the host (docs/scale.md).
@@ -256,6 +261,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, 'model.architecture', models.ARCHITECTURES)
     _choice(config, 'model.activation', tuple(networks.ACTIVATIONS))
     _choice(config, 'model.gaussian_mean', networks.GAUSSIAN_MEANS)
+    _choice(config, 'model.weight_init', networks.WEIGHT_INITS)
+    _choice(config, 'model.decoder_bias', models.DECODER_BIASES)
     _choice(config, 'mcem.step_size_adaptation', mcem.STEP_SIZE_ADAPTATIONS)
     _choice(config, 'precision.train', PRECISIONS)
     _choice(config, 'precision.eval', PRECISIONS)

@@ -104,10 +104,11 @@ class HierarchicalVAE(nn.Module):
     gaussian_mean: str = 'identity'
     min_log_var: float | None = None
     init_std: float | None = None
+    weight_init: str = 'lecun_normal'
 
     def setup(self):
         n = len(self.latent_dims)
-        kw = dict(activation=self.activation, init_std=self.init_std)
+        kw = dict(activation=self.activation, init_std=self.init_std, weight_init=self.weight_init)
         self.up = [
             networks.GaussianMLP(self.latent_dims[i], tuple(self.hidden_dims[i]), **kw)
             for i in range(n)
@@ -126,6 +127,7 @@ class HierarchicalVAE(nn.Module):
             self.gaussian_mean,
             self.min_log_var,
             init_std=self.init_std,
+            weight_init=self.weight_init,
         )
 
     def sample_posterior(
@@ -199,6 +201,7 @@ def build_vae(
     likelihood: str,
     conv_channels: Sequence[int] = (32, 64),
     init_std: float | None = None,
+    weight_init: str = 'lecun_normal',
     gaussian_mean: str = 'identity',
     min_log_var: float | None = None,
     upper_latent_dims: Sequence[int] = (),
@@ -207,12 +210,14 @@ def build_vae(
 ) -> VAE | HierarchicalVAE:
     """The model for the given settings (the config's ``model`` section and more).
 
-    ``init_std``: None for flax's default initialisers, else every weight and bias
-    ~ N(0, init_std^2). ``gaussian_mean``, ``min_log_var``: the Gaussian decoder's
-    mean map and log-variance floor (``_likelihood``). ``upper_*``: the layers above
-    z_1 of ``architecture='hierarchical'``. ``num_pseudo_inputs`` > 0: the VampPrior.
+    ``init_std``: None for ``weight_init``'s weights (``networks.WEIGHT_INITS``) and
+    zero biases, else every weight and bias ~ N(0, init_std^2). ``gaussian_mean``,
+    ``min_log_var``: the Gaussian decoder's mean map and log-variance floor
+    (``_likelihood``). ``upper_*``: the layers above z_1 of
+    ``architecture='hierarchical'``. ``num_pseudo_inputs`` > 0: the VampPrior.
     """
     gaussian = dict(gaussian_mean=gaussian_mean, min_log_var=min_log_var)
+    init = dict(init_std=init_std, weight_init=weight_init)
     if architecture == 'hierarchical':
         return HierarchicalVAE(
             event_shape=tuple(event_shape),
@@ -220,22 +225,22 @@ def build_vae(
             hidden_dims=(tuple(hidden_dims), *(tuple(h) for h in upper_hidden_dims)),
             activation=activation,
             likelihood=likelihood,
-            init_std=init_std,
+            **init,
             **gaussian,
         )
     if architecture == 'mlp':
-        encoder = networks.MLPEncoder(latent_dim, tuple(hidden_dims), activation, init_std=init_std)
+        encoder = networks.MLPEncoder(latent_dim, tuple(hidden_dims), activation, **init)
         decoder = networks.MLPDecoder(
             tuple(event_shape),
             tuple(reversed(hidden_dims)),
             activation,
             likelihood,
-            init_std=init_std,
+            **init,
             **gaussian,
         )
     elif architecture == 'conv':
         encoder = networks.ConvEncoder(
-            latent_dim, tuple(conv_channels), tuple(hidden_dims), activation, init_std=init_std
+            latent_dim, tuple(conv_channels), tuple(hidden_dims), activation, **init
         )
         decoder = networks.ConvDecoder(
             tuple(event_shape),
@@ -243,7 +248,7 @@ def build_vae(
             tuple(hidden_dims),
             activation,
             likelihood,
-            init_std=init_std,
+            **init,
             **gaussian,
         )
     else:
@@ -263,6 +268,25 @@ def init_params(
     x = jnp.zeros((1, *event_shape), jnp.float32)
     z = jnp.zeros((1, latent_dim), jnp.float32)
     return model.init(key, x, z)['params']
+
+
+# The Bernoulli decoder's output bias at step 0: 'zero', or 'data_mean' (the logit of
+# the training set's mean image, as Burda et al.'s code starts).
+DECODER_BIASES = ('zero', 'data_mean')
+
+
+def with_decoder_bias_at_data_mean(params, train_mean: jax.Array):
+    """``params`` with the Bernoulli MLP decoder's output bias at logit(mean pixel).
+
+    ``train_mean``: the training images' mean, ``[*event_shape]`` in [0, 1]; clipped
+    to [0.001, 0.999] (Burda et al.'s code) so that a pixel that is always 0 or 1 gets a
+    finite bias. The untrained decoder then predicts the mean image instead of 1/2 at
+    every pixel.
+    """
+    bias = params['decoder']['head']['bias']
+    p = jnp.clip(jnp.asarray(train_mean, bias.dtype).reshape(bias.shape), 1e-3, 1 - 1e-3)
+    head = {**params['decoder']['head'], 'bias': jnp.log(p) - jnp.log1p(-p)}
+    return {**params, 'decoder': {**params['decoder'], 'head': head}}
 
 
 def latent_model(model: VAE | HierarchicalVAE, params) -> objectives.LatentModel:

@@ -32,16 +32,26 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 GAUSSIAN_MEANS = ('identity', 'sigmoid')
 
 
-def _init(init_std: float | None) -> dict:
-    """Initialisers for every layer: flax's defaults, or all parameters ~ N(0, init_std^2).
+# Weight initialisers by name (biases start at zero): flax's default LeCun normal, or
+# Glorot & Bengio's (2010) uniform, the one Burda et al.'s code uses for tanh layers.
+WEIGHT_INITS = ('lecun_normal', 'glorot_uniform')
+
+
+def _init(init_std: float | None, weight_init: str = 'lecun_normal') -> dict:
+    """Initialisers for every layer: ``weight_init`` (``WEIGHT_INITS``) with zero biases,
+    or, where ``init_std`` is a number, all parameters ~ N(0, init_std^2).
 
     The second is Kingma & Welling's (2013, Sec. 5) "initialized by random sampling
     from N(0, 0.01)", weights and biases alike.
     """
-    if init_std is None:
-        return {}
-    normal = nn.initializers.normal(init_std)
-    return {'kernel_init': normal, 'bias_init': normal}
+    if init_std is not None:
+        normal = nn.initializers.normal(init_std)
+        return {'kernel_init': normal, 'bias_init': normal}
+    if weight_init == 'glorot_uniform':
+        return {'kernel_init': nn.initializers.glorot_uniform()}
+    if weight_init != 'lecun_normal':
+        raise ValueError(f'weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}')
+    return {}
 
 
 def _num_likelihood_params(likelihood: str) -> int:
@@ -78,14 +88,16 @@ class GaussianMLP(nn.Module):
     hidden_dims: Sequence[int]
     activation: str = 'tanh'
     init_std: float | None = None
+    weight_init: str = 'lecun_normal'
 
     @nn.compact
     def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
         act = ACTIVATIONS[self.activation]
+        init = _init(self.init_std, self.weight_init)
         for width in self.hidden_dims:
-            h = act(nn.Dense(width, **_init(self.init_std))(h))
+            h = act(nn.Dense(width, **init)(h))
         # One matmul for both heads is cheaper than two and spans the same family.
-        out = nn.Dense(2 * self.latent_dim, name='head', **_init(self.init_std))(h)
+        out = nn.Dense(2 * self.latent_dim, name='head', **init)(h)
         return out[..., : self.latent_dim], out[..., self.latent_dim :]
 
 
@@ -108,15 +120,17 @@ class MLPDecoder(nn.Module):
     min_log_var: float | None = None
 
     init_std: float | None = None
+    weight_init: str = 'lecun_normal'
 
     @nn.compact
     def __call__(self, z: jax.Array) -> likelihoods.Likelihood:
         act = ACTIVATIONS[self.activation]
+        init = _init(self.init_std, self.weight_init)
         h = z
         for width in self.hidden_dims:
-            h = act(nn.Dense(width, **_init(self.init_std))(h))
+            h = act(nn.Dense(width, **init)(h))
         n = _num_likelihood_params(self.likelihood)
-        h = nn.Dense(math.prod(self.event_shape) * n, name='head', **_init(self.init_std))(h)
+        h = nn.Dense(math.prod(self.event_shape) * n, name='head', **init)(h)
         h = h.reshape(*z.shape[:-1], *self.event_shape, n)
         return _likelihood(
             h, self.likelihood, self.gaussian_mean, self.min_log_var, len(self.event_shape)
@@ -137,19 +151,21 @@ class ConvEncoder(nn.Module):
     activation: str = 'relu'
 
     init_std: float | None = None
+    weight_init: str = 'lecun_normal'
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         if x.ndim not in (3, 4):
             raise ValueError(f'conv encoder needs images [B, H, W(, C)], got shape {x.shape}')
         act = ACTIVATIONS[self.activation]
+        init = _init(self.init_std, self.weight_init)
         h = _as_image(x, x.shape[1:])
         for c in self.channels:
-            h = act(nn.Conv(c, (3, 3), strides=(2, 2), padding='SAME', **_init(self.init_std))(h))
+            h = act(nn.Conv(c, (3, 3), strides=(2, 2), padding='SAME', **init)(h))
         h = h.reshape(h.shape[0], -1)
         for width in self.hidden_dims:
-            h = act(nn.Dense(width, **_init(self.init_std))(h))
-        out = nn.Dense(2 * self.latent_dim, name='head', **_init(self.init_std))(h)
+            h = act(nn.Dense(width, **init)(h))
+        out = nn.Dense(2 * self.latent_dim, name='head', **init)(h)
         return out[:, : self.latent_dim], out[:, self.latent_dim :]
 
 
@@ -165,10 +181,12 @@ class ConvDecoder(nn.Module):
     min_log_var: float | None = None
 
     init_std: float | None = None
+    weight_init: str = 'lecun_normal'
 
     @nn.compact
     def __call__(self, z: jax.Array) -> likelihoods.Likelihood:
         act = ACTIVATIONS[self.activation]
+        init = _init(self.init_std, self.weight_init)
         height, width = self.event_shape[:2]
         out_channels = self.event_shape[2] if len(self.event_shape) == 3 else 1
         scale = 2 ** len(self.channels)
@@ -176,20 +194,14 @@ class ConvDecoder(nn.Module):
         batch_shape = z.shape[:-1]
         h = z.reshape(-1, z.shape[-1])
         for w in self.hidden_dims:
-            h = act(nn.Dense(w, **_init(self.init_std))(h))
-        h = act(nn.Dense(h0 * w0 * self.channels[0], **_init(self.init_std))(h)).reshape(
+            h = act(nn.Dense(w, **init)(h))
+        h = act(nn.Dense(h0 * w0 * self.channels[0], **init)(h)).reshape(
             -1, h0, w0, self.channels[0]
         )
         for c in self.channels:
-            h = act(
-                nn.ConvTranspose(c, (3, 3), strides=(2, 2), padding='SAME', **_init(self.init_std))(
-                    h
-                )
-            )
+            h = act(nn.ConvTranspose(c, (3, 3), strides=(2, 2), padding='SAME', **init)(h))
         n = _num_likelihood_params(self.likelihood)
-        h = nn.Conv(out_channels * n, (3, 3), padding='SAME', name='head', **_init(self.init_std))(
-            h
-        )
+        h = nn.Conv(out_channels * n, (3, 3), padding='SAME', name='head', **init)(h)
         h = h[:, :height, :width, :].reshape(*batch_shape, *self.event_shape, n)
         return _likelihood(
             h, self.likelihood, self.gaussian_mean, self.min_log_var, len(self.event_shape)

@@ -34,7 +34,12 @@ def load_run(workdir: str, step: int | None = None) -> Run:
     if config.num_train_examples is not None:
         num_train = min(num_train, config.num_train_examples)
     setup = train.build(
-        config, splits.event_shape, train.Streams(config.seed), num_train, splits.binary
+        config,
+        splits.event_shape,
+        train.Streams(config.seed),
+        num_train,
+        splits.binary,
+        train_mean=splits.train[:num_train].mean(0),  # Replaced by the checkpoint's.
     )
     state = checkpointing.restore_from_workdir(workdir, setup.state, step)
     return Run(config, setup.model, state.params, int(state.step), splits)

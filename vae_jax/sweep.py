@@ -34,7 +34,6 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from vae_jax import (
-    checkpointing,
     cli,
     configuration,
     sweep_points,
@@ -149,16 +148,8 @@ def _train_groups(
     return shares
 
 
-class TrainedPastError(workdir_files.WorkdirConflictError):
-    """A run asked for fewer steps than its workdir's latest checkpoint."""
-
-    def __init__(self, workdir: str, latest: int, num_steps: int):
-        super().__init__(
-            f'{workdir} is trained to step {latest}, past num_steps={num_steps}: resuming '
-            f'would evaluate the step-{latest} model as if it were the step-{num_steps} '
-            'one. Use a new workdir, or num_steps >= the trained steps.'
-        )
-        self.workdir, self.latest, self.num_steps = workdir, latest, num_steps
+# Kept here too: sweeps were where the refusal first lived.
+TrainedPastError = workdir_files.TrainedPastError
 
 
 def _done(config: ml_collections.ConfigDict, workdir: str) -> bool:
@@ -188,9 +179,6 @@ def run_point(
         logging.info('%s: already done', workdir)
         with open(path) as f:
             return json.load(f)
-    latest = checkpointing.latest_step(workdir)
-    if latest is not None and latest > config.num_steps:
-        raise TrainedPastError(workdir, latest, config.num_steps)
     t0 = time.perf_counter()
     results = train.train_and_evaluate(config, workdir)
     results['wall_seconds'] = time.perf_counter() - t0 + extra_seconds

@@ -69,6 +69,7 @@ def make_model(
         likelihood=config.likelihood,
         conv_channels=tuple(config.model.conv_channels),
         init_std=config.model.init_std,
+        weight_init=config.model.weight_init,
         gaussian_mean=config.model.gaussian_mean,
         min_log_var=config.model.min_log_var,
         upper_latent_dims=tuple(config.model.upper_latent_dims),
@@ -86,9 +87,17 @@ class Streams:
 
 
 def init_state(
-    config, model, tx, event_shape, streams: Streams, num_train: int | None = None
+    config,
+    model,
+    tx,
+    event_shape,
+    streams: Streams,
+    num_train: int | None = None,
+    train_mean: np.ndarray | None = None,
 ) -> TrainState:
-    """The state at step 0; ``num_train`` (training examples) is needed for MCEM only.
+    """The state at step 0; ``num_train`` (training examples) is needed for MCEM only,
+    ``train_mean`` (the training images' mean, ``[*event_shape]``) for
+    ``model.decoder_bias='data_mean'`` only.
 
     MCEM's chains start at prior draws from ``fold_in(streams.init, 1)``, so the
     parameters (from ``streams.init``) are the same for every algorithm.
@@ -96,6 +105,10 @@ def init_state(
     upper = tuple(config.model.upper_latent_dims)
     top = upper[-1] if upper else config.latent_dim  # What the model's init decodes from.
     params = models.init_params(model, streams.init, event_shape, top)
+    if config.model.decoder_bias == 'data_mean':
+        if train_mean is None:
+            raise ValueError("model.decoder_bias='data_mean' needs the training data's mean")
+        params = models.with_decoder_bias_at_data_mean(params, train_mean)
     return algorithms.of(config).init(
         config, params, tx.init(params), jax.random.fold_in(streams.init, 1), num_train
     )
@@ -118,16 +131,20 @@ def build(
     binary_data: bool = True,
     *,
     tx: Any = None,
+    train_mean: np.ndarray | None = None,
 ) -> Setup:
     """The model, optimizer, initial state and training step of ``config``.
 
     ``num_train``: training examples (MCEM's chains); ``binary_data``: whether the
     training data are 0/1 as loaded (``data.Splits.binary``, read by wake-sleep);
-    ``tx``: an optimizer other than ``optimizers.make_optimizer(config)`` (sweeps).
+    ``tx``: an optimizer other than ``optimizers.make_optimizer(config)`` (sweeps);
+    ``train_mean``: the training images' mean (``model.decoder_bias='data_mean'``).
     """
     model = make_model(config, event_shape)
     tx = optimizers.make_optimizer(config) if tx is None else tx
-    state = init_state(config, model, tx, event_shape, streams, num_train=num_train)
+    state = init_state(
+        config, model, tx, event_shape, streams, num_train=num_train, train_mean=train_mean
+    )
     return Setup(model, tx, state, make_train_step(model, tx, config, binary_data=binary_data))
 
 
@@ -292,7 +309,8 @@ def train_and_evaluate(
         and before anything is written to ``workdir``.
       workdir_files.WorkdirConflictError: ``workdir`` holds a run with another config;
         its subclasses CheckpointMismatchError and CorruptCheckpointError for checkpoints
-        that do not fit or cannot be read.
+        that do not fit or cannot be read, TrainedPastError for a checkpoint past
+        ``config.num_steps`` (without ``restart``).
       reporting.NonFiniteError: a NaN or infinity with ``config.nonfinite='stop'``.
       loop.TrainingInterrupted: SIGTERM or SIGINT; a checkpoint at the current step was saved.
     """
@@ -310,7 +328,9 @@ def train_and_evaluate(
     )
     primary = parallel.is_primary()  # Only process 0 writes the workdir.
     manager = open_workdir(config, workdir, restart) if primary else None
-    setup = build(config, splits.event_shape, streams, train.shape[0], splits.binary)
+    setup = build(
+        config, splits.event_shape, streams, train.shape[0], splits.binary, train_mean=train.mean(0)
+    )
     state = checkpointing.restore(manager, setup.state, workdir) if primary else setup.state
     state = parallel.broadcast_from_primary(state)
     start_step = int(state.step)
@@ -413,8 +433,14 @@ def open_workdir(config: ml_collections.ConfigDict, workdir: str, restart: bool 
 
     Called once every check of the config and the data has passed, so that a failed
     start leaves nothing behind (``train_and_evaluate``, and each point of a vectorised
-    sweep).
+    sweep). Without ``restart``, a workdir trained past ``config.num_steps`` is refused
+    (``workdir_files.TrainedPastError``): resuming would report the longer-trained model
+    under the shorter run's name.
     """
+    if not restart:
+        latest = checkpointing.latest_step(workdir)
+        if latest is not None and latest > config.num_steps:
+            raise workdir_files.TrainedPastError(workdir, latest, config.num_steps)
     os.makedirs(workdir, exist_ok=True)
     if restart:
         workdir_files.move_run_aside(workdir)

@@ -216,9 +216,15 @@ def train_vectorized(
     decay = any(c.optimizer.weight_decay > 0 for c in configs)
     setups = [
         train.build(
-            c, event_shape, s, num_train, binary_data, tx=optimizers.make_optimizer(c, decay=decay)
+            c,
+            event_shape,
+            s,
+            num_train,
+            binary_data,
+            tx=optimizers.make_optimizer(c, decay=decay),
+            train_mean=trains[0 if shared else i].mean(0),
         )
-        for c, s in zip(configs, streams, strict=True)
+        for i, (c, s) in enumerate(zip(configs, streams, strict=True))
     ]
     states = [s.state for s in setups]
     managers: list[Any] = [None] * len(points)

@@ -68,6 +68,18 @@ class WorkdirConflictError(ValueError):
     """The workdir holds a run with a different config."""
 
 
+class TrainedPastError(WorkdirConflictError):
+    """A run asked for fewer steps than its workdir's latest checkpoint."""
+
+    def __init__(self, workdir: str, latest: int, num_steps: int):
+        super().__init__(
+            f'{workdir} is trained to step {latest}, past num_steps={num_steps}: resuming '
+            f'would evaluate the step-{latest} model as if it were the step-{num_steps} '
+            'one. Use a new workdir, --restart (main), or num_steps >= the trained steps.'
+        )
+        self.workdir, self.latest, self.num_steps = workdir, latest, num_steps
+
+
 def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
     out = {}
     for k, v in d.items():

@@ -2,6 +2,7 @@ r"""Burda, Grosse & Salakhutdinov (2016), Table 1 (MNIST): ours beside theirs.
 
   python experiments/iwae/table1.py --scale=paper_div100 [--rows=l1_vae_k1,l1_iwae_k5]
       [--data_dir=../shared/data] [--workdir_root=experiments/iwae/runs] [--out=...]
+      [--init=authors]
 
 Trains every distinct model of the table (the k = 1 rows of VAE and IWAE are one
 model), each through the normal entry point on `configs/paper/iwae/mnist.py`, then
@@ -22,6 +23,11 @@ Scales keep every setting of the paper but the length of the schedule:
 `paper` (stage i = 3**i passes, 3,280 passes), `paper_div10` and `paper_div100` (every
 stage 10 or 100 times shorter: 328 and 31.9 passes, the same learning rates), and
 `tiny` (tests: the embedded digits, 3 short stages, a small evaluation).
+
+`--init=authors` starts every model as the authors' code does (Glorot-uniform weights,
+the decoder's output bias at the logit of the training mean) instead of flax's LeCun
+normal and zero biases; its workdirs are `<workdir_root>/<scale>_authors_init/<model>`,
+its default `--out` `experiments/iwae/<scale>_authors_init`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,13 @@ from configs.paper.iwae import mnist as iwae_mnist  # noqa: E402
 from vae_jax import cli, evaluate, sweep  # noqa: E402
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), 'shared', 'data')
+# How the parameters start: config overrides. 'ours' is configs/paper/iwae/mnist.py as
+# it is; 'authors' is github.com/yburda/iwae's start (nnet.py: Glorot-uniform weights;
+# iwae.py: the Bernoulli output bias at the logit of the training mean).
+INITS = {
+    'ours': {},
+    'authors': {'weight_init': 'glorot_uniform', 'decoder_bias': 'data_mean'},
+}
 
 # Table 1 of Burda et al. (2016): test negative log-likelihood (nats, K = 5000) on
 # dynamically binarised MNIST; (layers, objective, k) -> NLL.
@@ -109,11 +122,13 @@ def model_name(layers: int, objective: str, k: int) -> str:
 
 
 def model_config(
-    layers: int, objective: str, k: int, scale: Scale, data_dir: str
+    layers: int, objective: str, k: int, scale: Scale, data_dir: str, init: str = 'ours'
 ) -> ml_collections.ConfigDict:
-    """`configs/paper/iwae/mnist.py` for one model, its schedule shortened to ``scale``."""
+    """`configs/paper/iwae/mnist.py` for one model, its schedule shortened to ``scale``,
+    its parameters started as ``init`` says (``INITS``)."""
     config = iwae_mnist.get_config(f'{layers},{objective},{k}')
     config.data_dir = data_dir
+    config.model.update(INITS[init])
     steps = config.optimizer.stage_steps
     config.optimizer.stage_steps = max(1, steps // scale.stage_divisor)
     config.optimizer.num_stages = scale.num_stages
@@ -143,8 +158,8 @@ def _epochs(config: ml_collections.ConfigDict) -> float | None:
 def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
     """Trains (or resumes, or skips) one model and evaluates it."""
     name = model_name(layers, objective, k)
-    config = model_config(layers, objective, k, scale, args.data_dir)
-    workdir = os.path.join(args.workdir_root, args.scale, name)
+    config = model_config(layers, objective, k, scale, args.data_dir, args.init)
+    workdir = os.path.join(args.workdir_root, run_name(args.scale, args.init), name)
     results = sweep.run_point(config, workdir)
     path = os.path.join(workdir, f'eval_test_is_{scale.num_importance_samples}.json')
     if os.path.exists(path):
@@ -180,16 +195,21 @@ def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
     }
 
 
+def run_name(scale_name: str, init: str) -> str:
+    """The folder of a scale's models under ``--workdir_root`` (and its default ``--out``)."""
+    return scale_name if init == 'ours' else f'{scale_name}_{init}_init'
+
+
 def records_dir(out: str) -> str:
     """Where ``--out`` records each finished model's numbers, one ``<model>.json`` each."""
     return os.path.join(out, 'models')
 
 
-def read_records(out: str, scale_name: str) -> dict[str, dict]:
+def read_records(out: str, scale_name: str, init: str = 'ours') -> dict[str, dict]:
     """Every model recorded in ``out``, by name.
 
     Raises:
-      ValueError: a record of another scale (tables of two scales in one folder).
+      ValueError: a record of another scale or initialisation (two tables in one folder).
     """
     folder = records_dir(out)
     records = {}
@@ -203,11 +223,16 @@ def read_records(out: str, scale_name: str) -> dict[str, dict]:
                 f'{folder}/{file} records scale {record.get("scale")!r}, not {scale_name!r}: '
                 'one --out folder holds one scale'
             )
+        if record.get('init', 'ours') != init:
+            raise ValueError(
+                f'{folder}/{file} records --init={record.get("init", "ours")}, not '
+                f'--init={init}: one --out folder holds one initialisation'
+            )
         records[record['model']] = record
     return records
 
 
-def table_rows(models: dict[str, dict], scale_name: str) -> list[dict]:
+def table_rows(models: dict[str, dict], scale_name: str, init: str = 'ours') -> list[dict]:
     """One row per (layers, objective, k) of the paper's table, ours beside theirs."""
     rows = []
     for layers in (1, 2):
@@ -221,6 +246,7 @@ def table_rows(models: dict[str, dict], scale_name: str) -> list[dict]:
                 rows.append(
                     {
                         'scale': scale_name,
+                        'init': init,
                         'layers': layers,
                         'objective': objective,
                         'k': k,
@@ -241,11 +267,12 @@ def table_rows(models: dict[str, dict], scale_name: str) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], scale_name: str) -> str:
+def markdown(rows: list[dict], scale_name: str, init: str = 'ours') -> str:
     """The paper's layout: one line per (layers, objective), k = 1, 5, 50 across."""
+    started = '' if init == 'ours' else f", started as the authors' code (`--init={init}`)"
     lines = [
         f'Test NLL in nats (ours ± standard error / Burda et al. 2016, Table 1), '
-        f'scale `{scale_name}`',
+        f'scale `{scale_name}`{started}',
         '',
         '| layers | objective | k = 1 | k = 5 | k = 50 | active units (k = 1, 5, 50) |',
         '| --- | --- | --- | --- | --- | --- |',
@@ -301,10 +328,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--rows', default='', help='comma-separated model names (default: all)')
     p.add_argument('--data_dir', default=DEFAULT_DATA_DIR)
     p.add_argument('--workdir_root', default=os.path.join(REPO, 'experiments', 'iwae', 'runs'))
-    p.add_argument('--out', default=None, help='default experiments/iwae/<scale>')
+    p.add_argument('--out', default=None, help='default experiments/iwae/<scale>[_<init>_init]')
+    p.add_argument(
+        '--init',
+        choices=sorted(INITS),
+        default='ours',
+        help="how parameters start: flax's (ours) or as the authors' code (authors)",
+    )
     args = p.parse_args(argv)
     if args.out is None:
-        args.out = os.path.join(REPO, 'experiments', 'iwae', args.scale)
+        args.out = os.path.join(REPO, 'experiments', 'iwae', run_name(args.scale, args.init))
     return args
 
 
@@ -328,22 +361,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if unknown:
         sys.exit(f'error: --rows names {unknown}; known: {sorted(known)}')
     os.makedirs(records_dir(args.out), exist_ok=True)
-    models = read_records(args.out, args.scale)
+    models = read_records(args.out, args.scale, args.init)
     todo = [name for name in known if not wanted or name in wanted]
     for i, name in enumerate(todo):
         if name in models:
             logging.info('model %s (%d of %d): recorded, not run again', name, i + 1, len(todo))
             continue
         logging.info('model %s (%d of %d)', name, i + 1, len(todo))
-        models[name] = {'scale': args.scale, **run_model(*known[name], scale, args)}
+        models[name] = {
+            'scale': args.scale,
+            'init': args.init,
+            **run_model(*known[name], scale, args),
+        }
         with open(os.path.join(records_dir(args.out), f'{name}.json'), 'w') as f:
             json.dump(models[name], f, indent=2)
-    rows = table_rows(models, args.scale)
+    rows = table_rows(models, args.scale, args.init)
     sweep.write_csv(os.path.join(args.out, 'table1.csv'), rows)
     with open(os.path.join(args.out, 'table1.md'), 'w') as f:
-        f.write(markdown(rows, args.scale))
+        f.write(markdown(rows, args.scale, args.init))
     plot_curves(models, os.path.join(args.out, 'iwae_curves.png'))
-    print(markdown(rows, args.scale))
+    print(markdown(rows, args.scale, args.init))
     return rows
 
 

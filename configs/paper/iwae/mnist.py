@@ -9,8 +9,10 @@ Where the paper (Sec. 5 and App.) and the authors' code (github.com/yburda/iwae,
 experiments.py, optimizers.py, datasets.py, iwae.py) differ, the comment says which
 one we follow. Differences from both that we know of: weights use flax's LeCun-normal
 initialiser (the authors' code: Glorot-uniform, and the decoder's output bias set to
-the logit of the training mean); the test set is binarised once with a fixed draw per
-dataset (the authors: one dynamic draw with seed 123 at evaluation).
+the logit of the training mean; `--config.model.weight_init=glorot_uniform
+--config.model.decoder_bias=data_mean`, or `table1.py --init=authors`, starts as theirs
+does); the test set is binarised once with a fixed draw per dataset (the authors: one
+dynamic draw with seed 123 at evaluation).
 """
 
 import ml_collections
