@@ -103,36 +103,52 @@ def test_scales_keep_the_paper_settings_but_the_schedule_length():
         assert (config.batch_size, config.num_samples, config.objective) == (20, 50, 'iwae')
         assert config.optimizer.eps == 1e-4 and config.optimizer.num_stages == 8
         assert config.dataset == 'mnist' and config.valid_size == 400
+        # Started as the authors' code starts (the paper does not say).
+        assert (config.model.weight_init, config.model.decoder_bias) == (
+            'glorot_uniform',
+            'data_mean',
+        )
     assert table1.model_name(1, 'iwae', 1) == table1.model_name(1, 'vae', 1) == 'l1_vae_k1'
 
 
-def test_init_authors_starts_as_their_code_in_its_own_folders(tiny_table):
-    """--init=authors: Glorot weights and the data-mean output bias, in workdirs and
-    records of its own; its records do not mix with the default start's."""
+def test_init_flax_starts_from_flax_defaults_in_its_own_folders(tiny_table):
+    """The default start is the authors' (Glorot weights, the data-mean output bias);
+    --init=flax (LeCun normal, zero biases) has workdirs and records of its own, and its
+    records do not mix with the default's. Records without an init field are flax's."""
     root, _, _ = tiny_table
-    out = root / 'authors'
-    argv = ['--scale=tiny', '--init=authors', f'--workdir_root={root / "runs"}',
-            f'--out={out}', '--rows=l1_vae_k1']  # fmt: skip
-    (row, row_iwae) = table1.main(argv)
-    assert row['init'] == row_iwae['init'] == 'authors' and row['nll'] > 0
-    stored = json.loads(
-        (root / 'runs' / 'tiny_authors_init' / 'l1_vae_k1' / 'config.json').read_text()
-    )
-    assert (stored['model']['weight_init'], stored['model']['decoder_bias']) == (
+    default_run = json.loads((root / 'runs' / 'tiny' / 'l1_vae_k1' / 'config.json').read_text())
+    assert (default_run['model']['weight_init'], default_run['model']['decoder_bias']) == (
         'glorot_uniform',
         'data_mean',
     )
-    assert "started as the authors' code (`--init=authors`)" in (out / 'table1.md').read_text()
-    ours = json.loads((root / 'out' / 'models' / 'l1_vae_k1.json').read_text())
-    assert ours['init'] == 'ours' and row['nll'] != ours['nll']
-    shutil.copy(out / 'models' / 'l1_vae_k1.json', root / 'out' / 'models' / 'l1_vae_k1.json')
-    try:
-        with pytest.raises(ValueError, match='records --init=authors, not --init=ours'):
-            table1.main(
-                ['--scale=tiny', f'--workdir_root={root / "runs"}', f'--out={root / "out"}']
-            )
-    finally:
-        (root / 'out' / 'models' / 'l1_vae_k1.json').write_text(json.dumps(ours, indent=2))
-    assert table1.parse_args(['--scale=paper', '--init=authors']).out.endswith(
-        os.path.join('experiments', 'iwae', 'paper_authors_init')
+    out = root / 'flax'
+    argv = ['--scale=tiny', '--init=flax', f'--workdir_root={root / "runs"}', f'--out={out}',
+            '--rows=l1_vae_k1']  # fmt: skip
+    (row, row_iwae) = table1.main(argv)
+    assert row['init'] == row_iwae['init'] == 'flax' and row['nll'] > 0
+    stored = json.loads(
+        (root / 'runs' / 'tiny_flax_init' / 'l1_vae_k1' / 'config.json').read_text()
+    )
+    assert (stored['model']['weight_init'], stored['model']['decoder_bias']) == (
+        'lecun_normal',
+        'zero',
+    )
+    assert "started from flax's defaults (`--init=flax`)" in (out / 'table1.md').read_text()
+    authors = json.loads((root / 'out' / 'models' / 'l1_vae_k1.json').read_text())
+    assert authors['init'] == 'authors' and row['nll'] != authors['nll']
+
+    mixed = root / 'mixed_inits'
+    shutil.copytree(root / 'out', mixed)
+    shutil.copy(out / 'models' / 'l1_vae_k1.json', mixed / 'models' / 'l1_vae_k1.json')
+    with pytest.raises(ValueError, match='records --init=flax, not --init=authors'):
+        table1.main(['--scale=tiny', f'--workdir_root={root / "runs"}', f'--out={mixed}'])
+    unmarked = {k: v for k, v in authors.items() if k != 'init'}
+    (mixed / 'models' / 'l1_vae_k1.json').write_text(json.dumps(unmarked))
+    with pytest.raises(ValueError, match='records --init=flax, not --init=authors'):
+        table1.main(['--scale=tiny', f'--workdir_root={root / "runs"}', f'--out={mixed}'])
+    assert table1.parse_args(['--scale=paper', '--init=flax']).out.endswith(
+        os.path.join('experiments', 'iwae', 'paper_flax_init')
+    )
+    assert table1.parse_args(['--scale=paper']).out.endswith(
+        os.path.join('experiments', 'iwae', 'paper')
     )

@@ -105,25 +105,32 @@ def test_unknown_architecture():
         )
 
 
+def _tanh_bernoulli(architecture, event_shape, latent_dim, width, **kw):
+    """A one-hidden-layer tanh model ('hierarchical': a second latent layer of half
+    ``latent_dim``) and its initial parameters."""
+    upper = architecture == 'hierarchical'
+    top = latent_dim // 2 if upper else latent_dim
+    model = models.build_vae(
+        architecture=architecture,
+        event_shape=event_shape,
+        latent_dim=latent_dim,
+        hidden_dims=(width,),
+        activation='tanh',
+        likelihood='bernoulli',
+        upper_latent_dims=(top,) if upper else (),
+        upper_hidden_dims=((width // 10 or width,),) if upper else (),
+        **kw,
+    )
+    return model, models.init_params(model, jax.random.key(0), event_shape, top)
+
+
 @pytest.mark.parametrize('architecture', ['mlp', 'hierarchical'])
 def test_weight_init_glorot_uniform_stays_in_its_bound_lecun_normal_does_not(architecture):
     """Glorot & Bengio's uniform keeps every weight of a d_in -> d_out layer within
     sqrt(6 / (d_in + d_out)); LeCun normal (std 1/sqrt(d_in)) has tails past it."""
 
     def first_kernel(weight_init):
-        model = models.build_vae(
-            architecture=architecture,
-            event_shape=(28, 28),
-            latent_dim=10,
-            hidden_dims=(200,),
-            activation='tanh',
-            likelihood='bernoulli',
-            weight_init=weight_init,
-            upper_latent_dims=(5,) if architecture == 'hierarchical' else (),
-            upper_hidden_dims=((20,),) if architecture == 'hierarchical' else (),
-        )
-        top = 5 if architecture == 'hierarchical' else 10
-        params = models.init_params(model, jax.random.key(0), (28, 28), top)
+        _, params = _tanh_bernoulli(architecture, (28, 28), 10, 200, weight_init=weight_init)
         encoder = params['up_0'] if architecture == 'hierarchical' else params['encoder']
         return np.asarray(encoder['Dense_0']['kernel']), params
 
@@ -145,22 +152,12 @@ def test_weight_init_glorot_uniform_stays_in_its_bound_lecun_normal_does_not(arc
 
 @pytest.mark.parametrize('architecture', ['mlp', 'hierarchical'])
 def test_decoder_bias_at_data_mean_makes_the_untrained_decoder_predict_the_mean(architecture):
-    model = models.build_vae(
-        architecture=architecture,
-        event_shape=(4, 3),
-        latent_dim=2,
-        hidden_dims=(8,),
-        activation='tanh',
-        likelihood='bernoulli',
-        upper_latent_dims=(2,) if architecture == 'hierarchical' else (),
-        upper_hidden_dims=((8,),) if architecture == 'hierarchical' else (),
-    )
-    params = models.init_params(model, jax.random.key(0), (4, 3), 2)
+    model, params = _tanh_bernoulli(architecture, (4, 3), 2, 8)
     mean = np.linspace(0.0, 1.0, 12, dtype=np.float32).reshape(4, 3)
     params = models.with_decoder_bias_at_data_mean(params, mean)
     # The logits at z with a zeroed output kernel are the bias alone.
     params['decoder']['head']['kernel'] = jnp.zeros_like(params['decoder']['head']['kernel'])
-    z = jnp.zeros((1, 2)) if architecture == 'mlp' else (jnp.zeros((1, 2)),)
+    z = jnp.zeros((1, 2)) if architecture == 'mlp' else (jnp.zeros((1, 2)), jnp.zeros((1, 1)))
     p_x = model.apply({'params': params}, z, method=model.decode)
     probs = np.asarray(jax.nn.sigmoid(p_x.logits[0]))
     np.testing.assert_allclose(probs, np.clip(mean, 1e-3, 1 - 1e-3), rtol=1e-5, atol=1e-7)
