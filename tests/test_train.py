@@ -311,5 +311,5 @@ def test_decoder_bias_data_mean_starts_from_the_training_images_mean(tmp_path, m
     np.testing.assert_allclose(mean, train_images.mean(0), rtol=1e-6)
     assert train_images.shape[0] == 500
 
-    with pytest.raises(ValueError, match="decoder_bias='data_mean' needs"):
+    with pytest.raises(ValueError, match="decoder_bias='data_mean' needs the training images"):
         train.build(config, (28, 28), train.Streams(0))

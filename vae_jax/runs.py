@@ -39,7 +39,7 @@ def load_run(workdir: str, step: int | None = None) -> Run:
         train.Streams(config.seed),
         num_train,
         splits.binary,
-        train_mean=splits.train[:num_train].mean(0),  # Replaced by the checkpoint's.
+        train_images=splits.train[:num_train],  # The bias it gives is replaced by the checkpoint's.
     )
     state = checkpointing.restore_from_workdir(workdir, setup.state, step)
     return Run(config, setup.model, state.params, int(state.step), splits)

@@ -93,11 +93,11 @@ def init_state(
     event_shape,
     streams: Streams,
     num_train: int | None = None,
-    train_mean: np.ndarray | None = None,
+    train_images: np.ndarray | None = None,
 ) -> TrainState:
     """The state at step 0; ``num_train`` (training examples) is needed for MCEM only,
-    ``train_mean`` (the training images' mean, ``[*event_shape]``) for
-    ``model.decoder_bias='data_mean'`` only.
+    ``train_images`` (``[n, *event_shape]``) for ``model.decoder_bias='data_mean'`` only,
+    which starts the output bias at their mean.
 
     MCEM's chains start at prior draws from ``fold_in(streams.init, 1)``, so the
     parameters (from ``streams.init``) are the same for every algorithm.
@@ -106,9 +106,9 @@ def init_state(
     top = upper[-1] if upper else config.latent_dim  # What the model's init decodes from.
     params = models.init_params(model, streams.init, event_shape, top)
     if config.model.decoder_bias == 'data_mean':
-        if train_mean is None:
-            raise ValueError("model.decoder_bias='data_mean' needs the training data's mean")
-        params = models.with_decoder_bias_at_data_mean(params, train_mean)
+        if train_images is None:
+            raise ValueError("model.decoder_bias='data_mean' needs the training images")
+        params = models.with_decoder_bias_at_data_mean(params, np.mean(train_images, axis=0))
     return algorithms.of(config).init(
         config, params, tx.init(params), jax.random.fold_in(streams.init, 1), num_train
     )
@@ -131,19 +131,19 @@ def build(
     binary_data: bool = True,
     *,
     tx: Any = None,
-    train_mean: np.ndarray | None = None,
+    train_images: np.ndarray | None = None,
 ) -> Setup:
     """The model, optimizer, initial state and training step of ``config``.
 
     ``num_train``: training examples (MCEM's chains); ``binary_data``: whether the
     training data are 0/1 as loaded (``data.Splits.binary``, read by wake-sleep);
     ``tx``: an optimizer other than ``optimizers.make_optimizer(config)`` (sweeps);
-    ``train_mean``: the training images' mean (``model.decoder_bias='data_mean'``).
+    ``train_images``: ``[n, *event_shape]``, read by ``model.decoder_bias='data_mean'`` only.
     """
     model = make_model(config, event_shape)
     tx = optimizers.make_optimizer(config) if tx is None else tx
     state = init_state(
-        config, model, tx, event_shape, streams, num_train=num_train, train_mean=train_mean
+        config, model, tx, event_shape, streams, num_train=num_train, train_images=train_images
     )
     return Setup(model, tx, state, make_train_step(model, tx, config, binary_data=binary_data))
 
@@ -329,7 +329,7 @@ def train_and_evaluate(
     primary = parallel.is_primary()  # Only process 0 writes the workdir.
     manager = open_workdir(config, workdir, restart) if primary else None
     setup = build(
-        config, splits.event_shape, streams, train.shape[0], splits.binary, train_mean=train.mean(0)
+        config, splits.event_shape, streams, train.shape[0], splits.binary, train_images=train
     )
     state = checkpointing.restore(manager, setup.state, workdir) if primary else setup.state
     state = parallel.broadcast_from_primary(state)

@@ -222,7 +222,7 @@ def train_vectorized(
             num_train,
             binary_data,
             tx=optimizers.make_optimizer(c, decay=decay),
-            train_mean=trains[0 if shared else i].mean(0),
+            train_images=trains[0 if shared else i],
         )
         for i, (c, s) in enumerate(zip(configs, streams, strict=True))
     ]
