@@ -4,6 +4,9 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tarfile
 
 import pytest
 
@@ -93,6 +96,38 @@ def test_a_table_is_every_model_recorded_in_its_folder(tiny_table):
     (mixed / 'models' / 'l2_vae_k1.json').write_text(json.dumps({**before, 'scale': 'paper'}))
     with pytest.raises(ValueError, match="l2_vae_k1.json records scale 'paper', not 'tiny'"):
         table1.main(['--scale=tiny', f'--workdir_root={elsewhere}', f'--out={mixed}'])
+
+
+def test_device_script_carries_a_row_out_and_back_where_the_table_records_it(tiny_table, tmp_path):
+    """experiments/iwae/device.sh: a row goes out as a tar (config, metrics, its latest
+    checkpoint alone, its evaluation) and, unpacked on another machine, is recorded from
+    what came back: the same numbers, nothing trained or evaluated again."""
+    root, _, rows = tiny_table
+    device = tmp_path / 'device'  # The lent machine's carried folder.
+    workdir = device / 'iwae' / 'tiny' / 'l1_vae_k1'
+    shutil.copytree(root / 'runs' / 'tiny' / 'l1_vae_k1', workdir)
+    shutil.copytree(workdir / 'checkpoints' / '26', workdir / 'checkpoints' / '13')
+    script = os.path.join(os.path.dirname(table1.__file__), 'device.sh')
+    env = {**os.environ, 'VAE_JAX_DEVICE_DIR': str(device), 'PYTHON': sys.executable,
+           'OUT': str(tmp_path / 'out')}  # fmt: skip
+    sent = subprocess.run(['bash', script, 'train', 'tiny', 'l1_vae_k1', '600'], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert 'l1_vae_k1: step 26' in sent.stdout and 'evaluated' in sent.stdout
+    with tarfile.open(tmp_path / 'out' / 'l1_vae_k1.tar') as tar:
+        names = set(tar.getnames())
+    assert {'config.json', 'metrics.jsonl', 'eval_test_is_20.json', 'checkpoints/26'} <= names
+    assert not any(n.startswith('checkpoints/13') for n in names)
+
+    here = tmp_path / 'here'
+    subprocess.run(['bash', script, 'unpack', str(tmp_path / 'out'), str(here), 'tiny'],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    came_back = here / 'tiny' / 'l1_vae_k1'
+    stamps = {p: os.path.getmtime(came_back / p) for p in ('config.json', 'eval_test_is_20.json')}
+    again = table1.main(['--scale=tiny', f'--workdir_root={here}', f'--out={tmp_path / "table"}',
+                         '--rows=l1_vae_k1'])  # fmt: skip
+    assert [r['nll'] for r in again] == [r['nll'] for r in rows if r['model'] == 'l1_vae_k1']
+    assert {p: os.path.getmtime(came_back / p) for p in stamps} == stamps
+    assert sorted(os.listdir(came_back / 'checkpoints')) == ['26']
 
 
 def test_scales_keep_the_paper_settings_but_the_schedule_length():
