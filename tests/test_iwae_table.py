@@ -130,6 +130,16 @@ def test_device_script_carries_a_row_out_and_back_where_the_table_records_it(tin
     assert sorted(os.listdir(came_back / 'checkpoints')) == ['26']
 
 
+def test_the_markdown_rounds_each_number_once():
+    """0.23509 is 0.24: rounding to 3 places first (0.235) would print 0.23; the paper's
+    82.90 keeps its two places."""
+    record = {'model': 'l2_vae_k1', 'nll': 86.90433, 'nll_stderr': 0.23509, 'active_units': '75+7'}
+    rows = table1.table_rows({'l2_vae_k1': record}, 'paper_div10')
+    assert rows[0]['nll_stderr'] == 0.23509
+    md = table1.markdown(rows, 'paper_div10')
+    assert '| 2 | VAE | 86.90 ± 0.24 / 85.33 |' in md and '| — / 82.90 |' in md
+
+
 def test_scales_keep_the_paper_settings_but_the_schedule_length():
     paper = table1.model_config(1, 'iwae', 50, table1.SCALES['paper'], '/data')
     div100 = table1.model_config(1, 'iwae', 50, table1.SCALES['paper_div100'], '/data')
