@@ -117,6 +117,11 @@ def test_device_script_carries_a_row_out_and_back_where_the_table_records_it(tin
         names = set(tar.getnames())
     assert {'config.json', 'metrics.jsonl', 'eval_test_is_20.json', 'checkpoints/26'} <= names
     assert not any(n.startswith('checkpoints/13') for n in names)
+    # Without $OUT (not on a lent machine) the tars stay inside the carried, ignored folder.
+    no_out = {k: v for k, v in env.items() if k != 'OUT'}
+    subprocess.run(['bash', script, 'train', 'tiny', 'l1_vae_k1', '600'], env=no_out,
+                   capture_output=True, check=True)  # fmt: skip
+    assert (device / 'out' / 'l1_vae_k1.tar').exists()
 
     here = tmp_path / 'here'
     subprocess.run(['bash', script, 'unpack', str(tmp_path / 'out'), str(here), 'tiny'],

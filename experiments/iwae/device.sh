@@ -12,7 +12,7 @@
 #   there:   bash experiments/iwae/device.sh train SCALE ROWS SECONDS
 #              (device run, carry [".device"]) trains ROWS (table1.py --rows) for at most
 #              SECONDS, then SIGTERMs it (a checkpoint is saved) and packs each row as
-#              $OUT/<row>.tar: config, metrics, the latest checkpoint, its evaluation
+#              $OUT/<row>.tar (default .device/out): config, metrics, latest checkpoint, evaluation
 #   here:    bash experiments/iwae/device.sh unpack FILES_AT WORKDIR_ROOT SCALE
 #              puts the rows back in WORKDIR_ROOT/SCALE/<row> (and in .device/ for the
 #              next lent machine); table1.py then resumes or evaluates them on any machine
@@ -21,7 +21,6 @@
 # `table1.py --workdir_root=WORKDIR_ROOT` records it without training or evaluating again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-repo=$PWD
 dev=${VAE_JAX_DEVICE_DIR:-.device}  # Another folder: tests.
 py=${PYTHON:-python3}
 usage() { sed -n '2,20p' "$0" >&2; exit 2; }
@@ -30,7 +29,7 @@ latest_checkpoint() {  # The highest step saved in a workdir, or nothing.
   ls "$1/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -1 || true
 }
 
-pack() {  # pack WORKDIR TAR: what resuming and recording need, not every checkpoint.
+pack() {  # pack WORKDIR TAR (- for stdout): what resuming and recording need, not every checkpoint.
   local wd=$1 tar=$2 step
   step=$(latest_checkpoint "$wd")
   local files=(config.json)
@@ -57,8 +56,7 @@ prepare)
       if [[ -d $root/$scale/$row ]]; then
         rm -rf "$dev/iwae/$scale/$row"
         mkdir -p "$dev/iwae/$scale/$row"
-        pack "$root/$scale/$row" /tmp/vae_jax_device_row.tar
-        tar -xf /tmp/vae_jax_device_row.tar -C "$dev/iwae/$scale/$row"
+        pack "$root/$scale/$row" - | tar -xf - -C "$dev/iwae/$scale/$row"
       fi
     done
   fi
@@ -67,7 +65,7 @@ prepare)
 train)
   [[ $# -eq 4 ]] || usage
   scale=$2 rows=$3 seconds=$4
-  out=${OUT:-$repo/device_out}
+  out=${OUT:-$dev/out}  # On the lent machine $OUT is set; elsewhere stay inside the ignored folder.
   mkdir -p "$out"
   if compgen -G "$dev/whl/*.whl" >/dev/null; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$dev"/whl/*.whl
@@ -86,7 +84,7 @@ train)
     rate=$(grep -o '"steps_per_sec": [0-9.]*' "$wd/metrics.jsonl" 2>/dev/null | tail -1 || true)
     echo "$row: step $(latest_checkpoint "$wd") ${rate:+($rate)}$(compgen -G "$wd/eval_test_is_*.json" >/dev/null && echo ', evaluated' || true)"
   done
-  grep -E 'resumed|interrupted|error' "$out/train.log" | tail -5 || true
+  grep -E 'resum|interrupt|Traceback|Error' "$out/train.log" | tail -5 || true
   ;;
 unpack)
   [[ $# -eq 4 ]] || usage
