@@ -1,6 +1,7 @@
 """experiments/iwae/table1.py end to end at the tiny scale: rows, resume, the CSV's columns."""
 
 import csv
+import importlib.metadata
 import json
 import os
 import shutil
@@ -122,6 +123,20 @@ def test_device_script_carries_a_row_out_and_back_where_the_table_records_it(tin
     subprocess.run(['bash', script, 'train', 'tiny', 'l1_vae_k1', '600'], env=no_out,
                    capture_output=True, check=True)  # fmt: skip
     assert (device / 'out' / 'l1_vae_k1.tar').exists()
+    # prepare sends no earlier output back out (a stale record in table/ would skip the row), and
+    # asks the index for no wheel the folder already holds (PIP_NO_INDEX fails any download).
+    data = tmp_path / 'data' / 'mnist'
+    data.mkdir(parents=True)
+    (data / 't10k-images-idx3-ubyte.gz').write_bytes(b'')
+    (device / 'whl').mkdir(exist_ok=True)
+    for name in ('ml_collections', 'tensorboardX'):
+        version = importlib.metadata.version(name)
+        (device / 'whl' / f'{name.lower()}-{version}-py3-none-any.whl').write_bytes(b'')
+    offline = {**no_out, 'PIP_NO_INDEX': '1'}
+    subprocess.run(['bash', script, 'prepare', str(tmp_path / 'data')], env=offline,
+                   capture_output=True, check=True)  # fmt: skip
+    assert (device / 'data' / 'mnist' / 't10k-images-idx3-ubyte.gz').exists()
+    assert not (device / 'out').exists() and not (device / 'table').exists()
 
     here = tmp_path / 'here'
     subprocess.run(['bash', script, 'unpack', str(tmp_path / 'out'), str(here), 'tiny'],

@@ -29,6 +29,18 @@ latest_checkpoint() {  # The highest step saved in a workdir, or nothing.
   ls "$1/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -1 || true
 }
 
+wheel() {  # wheel NAME: the installed version's wheel in $dev/whl; the index only when it is missing.
+  local ver
+  ver=$("$py" -c "import importlib.metadata as m; print(m.version('$1'))")
+  shopt -s nocaseglob  # The index may spell the file tensorboardx-*.
+  if ! compgen -G "$dev/whl/$1-$ver-*.whl" >/dev/null; then
+    rm -f "$dev/whl/$1"-*.whl  # Two versions of one package would not install together.
+    # Pure-Python wheels: one file serves any Python 3 and platform.
+    "$py" -m pip download -q --no-deps --only-binary=:all: -d "$dev/whl" "$1==$ver"
+  fi
+  shopt -u nocaseglob
+}
+
 pack() {  # pack WORKDIR TAR (- for stdout): what resuming and recording need, not every checkpoint.
   local wd=$1 tar=$2 step
   step=$(latest_checkpoint "$wd")
@@ -44,12 +56,13 @@ case ${1:-} in
 prepare)
   [[ $# -eq 2 || $# -eq 5 ]] || usage
   data_dir=$2
+  # What an earlier train left here is output, not input: it would only fill the carry,
+  # and a stale record in table/ would make the lent machine skip its row.
+  rm -rf "${dev:?}/out" "${dev:?}/table"
   mkdir -p "$dev/data/mnist" "$dev/whl" "$dev/iwae"
   cp -f "$data_dir"/mnist/*-ubyte.gz "$dev/data/mnist/"
-  # Pure-Python wheels: one file serves any Python 3 and platform.
-  "$py" -m pip download -q --no-deps --only-binary=:all: -d "$dev/whl" \
-    "ml_collections==$("$py" -c 'import importlib.metadata as m; print(m.version("ml_collections"))')" \
-    "tensorboardX==$("$py" -c 'import importlib.metadata as m; print(m.version("tensorboardX"))')"
+  wheel ml_collections
+  wheel tensorboardX
   if [[ $# -eq 5 ]]; then
     root=$3 scale=$4
     for row in ${5//,/ }; do
