@@ -217,3 +217,33 @@ def test_init_flax_starts_from_flax_defaults_in_its_own_folders(tiny_table):
     assert table1.parse_args(['--scale=paper']).out.endswith(
         os.path.join('experiments', 'iwae', 'paper')
     )
+
+
+def test_another_seed_trains_the_same_models_in_folders_of_its_own(tiny_table):
+    """--seed=1 is config.seed = 1 with every other setting the same: its own workdir and
+    record, another number; its records do not mix with seed 0's, and records written
+    before --seed existed are seed 0's."""
+    root, _, _ = tiny_table
+    out = root / 'seed1'
+    argv = ['--scale=tiny', '--seed=1', f'--workdir_root={root / "runs"}', f'--out={out}',
+            '--rows=l1_vae_k1']  # fmt: skip
+    (row, _) = table1.main(argv)
+    seed0 = json.loads((root / 'runs' / 'tiny' / 'l1_vae_k1' / 'config.json').read_text())
+    seed1 = json.loads((root / 'runs' / 'tiny_seed1' / 'l1_vae_k1' / 'config.json').read_text())
+    assert (seed0['seed'], seed1['seed']) == (0, 1)
+    assert {**seed1, 'seed': 0} == seed0
+    first = json.loads((root / 'out' / 'models' / 'l1_vae_k1.json').read_text())
+    assert first['seed'] == 0 and row['seed'] == 1 and row['nll'] != first['nll']
+    assert 'trained from seed 1 (`--seed=1`)' in (out / 'table1.md').read_text()
+
+    mixed = root / 'mixed_seeds'
+    shutil.copytree(out, mixed)
+    unmarked = {k: v for k, v in first.items() if k != 'seed'}  # Written before --seed.
+    (mixed / 'models' / 'l1_iwae_k5.json').write_text(json.dumps(unmarked))
+    with pytest.raises(ValueError, match='l1_iwae_k5.json records --seed=0, not --seed=1'):
+        table1.main([*argv[:-2], f'--out={mixed}'])
+    assert table1.parse_args(['--scale=paper', '--init=flax', '--seed=2']).out.endswith(
+        os.path.join('experiments', 'iwae', 'paper_flax_init_seed2')
+    )
+    with pytest.raises(SystemExit):
+        table1.parse_args(['--seed=-1'])

@@ -2,7 +2,7 @@ r"""Burda, Grosse & Salakhutdinov (2016), Table 1 (MNIST): ours beside theirs.
 
   python experiments/iwae/table1.py --scale=paper_div100 [--rows=l1_vae_k1,l1_iwae_k5]
       [--data_dir=../shared/data] [--workdir_root=experiments/iwae/runs] [--out=...]
-      [--init=flax]
+      [--init=flax] [--seed=1]
 
 Trains every distinct model of the table (the k = 1 rows of VAE and IWAE are one
 model), each through the normal entry point on `configs/paper/iwae/mnist.py`, then
@@ -30,6 +30,13 @@ Glorot-uniform weights, the decoder's output bias at the logit of the training m
 biases), the ablation of that choice; its workdirs are
 `<workdir_root>/<scale>_flax_init/<model>`, its default `--out`
 `experiments/iwae/<scale>_flax_init`.
+
+`--seed=N` trains the same models from another seed (`config.seed`: the initial
+parameters, the minibatches, the binarisation draws and the reparameterisation noise;
+the test images and their binarisation stay the same). Its workdirs are
+`<workdir_root>/<scale>[_<init>_init]_seedN/<model>`, its default `--out` the same name
+under `experiments/iwae/`. The paper reports one run per model; the spread across seeds
+is the training noise that a number's standard error (over test images) leaves out.
 """
 
 from __future__ import annotations
@@ -57,8 +64,10 @@ INITS = {
     'authors': {},
     'flax': {'weight_init': 'lecun_normal', 'decoder_bias': 'zero'},
 }
-# Records written before --init existed started from flax's defaults.
+# Records written before --init existed started from flax's defaults; records written
+# before --seed existed trained from seed 0.
 UNMARKED_RECORDS_INIT = 'flax'
+UNMARKED_RECORDS_SEED = 0
 
 
 # Table 1 of Burda et al. (2016): test negative log-likelihood (nats, K = 5000) on
@@ -126,12 +135,19 @@ def model_name(layers: int, objective: str, k: int) -> str:
 
 
 def model_config(
-    layers: int, objective: str, k: int, scale: Scale, data_dir: str, init: str = 'authors'
+    layers: int,
+    objective: str,
+    k: int,
+    scale: Scale,
+    data_dir: str,
+    init: str = 'authors',
+    seed: int = 0,
 ) -> ml_collections.ConfigDict:
     """`configs/paper/iwae/mnist.py` for one model, its schedule shortened to ``scale``,
-    its parameters started as ``init`` says (``INITS``)."""
+    its parameters started as ``init`` says (``INITS``), trained from ``seed``."""
     config = iwae_mnist.get_config(f'{layers},{objective},{k}')
     config.data_dir = data_dir
+    config.seed = seed
     config.model.update(INITS[init])
     steps = config.optimizer.stage_steps
     config.optimizer.stage_steps = max(1, steps // scale.stage_divisor)
@@ -162,8 +178,8 @@ def _epochs(config: ml_collections.ConfigDict) -> float | None:
 def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
     """Trains (or resumes, or skips) one model and evaluates it."""
     name = model_name(layers, objective, k)
-    config = model_config(layers, objective, k, scale, args.data_dir, args.init)
-    workdir = os.path.join(args.workdir_root, run_name(args.scale, args.init), name)
+    config = model_config(layers, objective, k, scale, args.data_dir, args.init, args.seed)
+    workdir = os.path.join(args.workdir_root, run_name(args.scale, args.init, args.seed), name)
     results = sweep.run_point(config, workdir)
     path = os.path.join(workdir, f'eval_test_is_{scale.num_importance_samples}.json')
     if os.path.exists(path):
@@ -199,9 +215,10 @@ def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
     }
 
 
-def run_name(scale_name: str, init: str) -> str:
+def run_name(scale_name: str, init: str, seed: int = 0) -> str:
     """The folder of a scale's models under ``--workdir_root`` (and its default ``--out``)."""
-    return scale_name if init == 'authors' else f'{scale_name}_{init}_init'
+    name = scale_name if init == 'authors' else f'{scale_name}_{init}_init'
+    return name if seed == 0 else f'{name}_seed{seed}'
 
 
 def records_dir(out: str) -> str:
@@ -209,11 +226,13 @@ def records_dir(out: str) -> str:
     return os.path.join(out, 'models')
 
 
-def read_records(out: str, scale_name: str, init: str = 'authors') -> dict[str, dict]:
+def read_records(
+    out: str, scale_name: str, init: str = 'authors', seed: int = 0
+) -> dict[str, dict]:
     """Every model recorded in ``out``, by name.
 
     Raises:
-      ValueError: a record of another scale or initialisation (two tables in one folder).
+      ValueError: a record of another scale, initialisation or seed (two tables in one folder).
     """
     folder = records_dir(out)
     records = {}
@@ -233,11 +252,19 @@ def read_records(out: str, scale_name: str, init: str = 'authors') -> dict[str, 
                 f'{folder}/{file} records --init={recorded_init}, not '
                 f'--init={init}: one --out folder holds one initialisation'
             )
+        recorded_seed = record.get('seed', UNMARKED_RECORDS_SEED)
+        if recorded_seed != seed:
+            raise ValueError(
+                f'{folder}/{file} records --seed={recorded_seed}, not --seed={seed}: '
+                'one --out folder holds one seed'
+            )
         records[record['model']] = record
     return records
 
 
-def table_rows(models: dict[str, dict], scale_name: str, init: str = 'authors') -> list[dict]:
+def table_rows(
+    models: dict[str, dict], scale_name: str, init: str = 'authors', seed: int = 0
+) -> list[dict]:
     """One row per (layers, objective, k) of the paper's table, ours beside theirs."""
     rows = []
     for layers in (1, 2):
@@ -252,6 +279,7 @@ def table_rows(models: dict[str, dict], scale_name: str, init: str = 'authors') 
                     {
                         'scale': scale_name,
                         'init': init,
+                        'seed': seed,
                         'layers': layers,
                         'objective': objective,
                         'k': k,
@@ -274,9 +302,11 @@ def table_rows(models: dict[str, dict], scale_name: str, init: str = 'authors') 
     return rows
 
 
-def markdown(rows: list[dict], scale_name: str, init: str = 'authors') -> str:
+def markdown(rows: list[dict], scale_name: str, init: str = 'authors', seed: int = 0) -> str:
     """The paper's layout: one line per (layers, objective), k = 1, 5, 50 across."""
     started = '' if init == 'authors' else f", started from {init}'s defaults (`--init={init}`)"
+    if seed != 0:
+        started += f', trained from seed {seed} (`--seed={seed}`)'
     lines = [
         f'Test NLL in nats (ours ± standard error / Burda et al. 2016, Table 1), '
         f'scale `{scale_name}`{started}',
@@ -335,16 +365,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--rows', default='', help='comma-separated model names (default: all)')
     p.add_argument('--data_dir', default=DEFAULT_DATA_DIR)
     p.add_argument('--workdir_root', default=os.path.join(REPO, 'experiments', 'iwae', 'runs'))
-    p.add_argument('--out', default=None, help='default experiments/iwae/<scale>[_<init>_init]')
+    p.add_argument(
+        '--out', default=None, help='default experiments/iwae/<scale>[_<init>_init][_seed<N>]'
+    )
     p.add_argument(
         '--init',
         choices=sorted(INITS),
         default='authors',
         help="how parameters start: as the authors' code (authors) or flax's defaults (flax)",
     )
+    p.add_argument(
+        '--seed',
+        type=int,
+        default=0,
+        help='training seed (config.seed); another seed has workdirs and records of its own',
+    )
     args = p.parse_args(argv)
+    if args.seed < 0:
+        p.error(f'--seed must be >= 0, got {args.seed}')
     if args.out is None:
-        args.out = os.path.join(REPO, 'experiments', 'iwae', run_name(args.scale, args.init))
+        name = run_name(args.scale, args.init, args.seed)
+        args.out = os.path.join(REPO, 'experiments', 'iwae', name)
     return args
 
 
@@ -368,7 +409,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if unknown:
         sys.exit(f'error: --rows names {unknown}; known: {sorted(known)}')
     os.makedirs(records_dir(args.out), exist_ok=True)
-    models = read_records(args.out, args.scale, args.init)
+    models = read_records(args.out, args.scale, args.init, args.seed)
     todo = [name for name in known if not wanted or name in wanted]
     for i, name in enumerate(todo):
         if name in models:
@@ -378,16 +419,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         models[name] = {
             'scale': args.scale,
             'init': args.init,
+            'seed': args.seed,
             **run_model(*known[name], scale, args),
         }
         with open(os.path.join(records_dir(args.out), f'{name}.json'), 'w') as f:
             json.dump(models[name], f, indent=2)
-    rows = table_rows(models, args.scale, args.init)
+    rows = table_rows(models, args.scale, args.init, args.seed)
     sweep.write_csv(os.path.join(args.out, 'table1.csv'), rows)
     with open(os.path.join(args.out, 'table1.md'), 'w') as f:
-        f.write(markdown(rows, args.scale, args.init))
+        f.write(markdown(rows, args.scale, args.init, args.seed))
     plot_curves(models, os.path.join(args.out, 'iwae_curves.png'))
-    print(markdown(rows, args.scale, args.init))
+    print(markdown(rows, args.scale, args.init, args.seed))
     return rows
 
 
