@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from helpers import REPO, tiny_config
 
-from vae_jax import cli, train
+from vae_jax import cli, evaluate, train
 
 # Every flag of every tool, with values it must refuse; test_the_table_has_every_flag fails
 # when a tool gains a flag that is not here. {run} is a trained run, {tmp} a scratch
@@ -60,6 +60,11 @@ BAD = {
         'seed': ['-1', HUGE],
         'out': ['', '{tmp}/missing/s.png', '{tmp}/s.jpg'],
     },
+    'compare': {
+        # {file}: not JSON; {run}: a workdir without K = 5000 results; config.json: not results.
+        'a': ['', '{tmp}/missing.json', '{file}', '{run}', '{run}/config.json'],
+        'b': ['', '{run}/eval_valid_is_4.json'],  # The validation images, not the test's.
+    },
     'sweep': {
         'config': ['configs/nonexistent.py', ''],
         'workdir': ['', '{file}'],
@@ -73,6 +78,7 @@ BASE = {
     'evaluate': {'workdir': '{run}'},
     'sample': {'workdir': '{run}', 'out': '{tmp}/s.png'},
     'sweep': {'config': 'configs/default.py', 'workdir': '{tmp}/new', 'sweep': 'seed=0,1'},
+    'compare': {'a': '{run}/eval_test_is_4.json', 'b': '{run}/eval_test_is_4.json'},
 }
 # Config fields through the command line (every field's bad values: test_config_fields.py),
 # and a positional argument, which no tool takes.
@@ -83,7 +89,7 @@ CONFIG_CASES = [
     ('main', ['--config.beta=nan'], 'config.beta'),
     *(
         (tool, ['stray'], 'unexpected arguments')
-        for tool in ('main', 'evaluate', 'sample', 'sweep')
+        for tool in ('main', 'evaluate', 'sample', 'sweep', 'compare')
     ),
 ]
 CASES = [
@@ -111,6 +117,8 @@ print(json.dumps(sorted(names)))
 def run(tmp_path_factory):
     path = tmp_path_factory.mktemp('run')
     train.train_and_evaluate(tiny_config(num_steps=10, eval_max_examples=20), str(path))
+    for split in ('test', 'valid'):  # Results for compare to read.
+        evaluate.evaluate_run(str(path), split=split, num_importance_samples=4, max_examples=20)
     return path
 
 

@@ -116,7 +116,8 @@ def test_device_script_carries_a_row_out_and_back_where_the_table_records_it(tin
     assert 'l1_vae_k1: step 26' in sent.stdout and 'evaluated' in sent.stdout
     with tarfile.open(tmp_path / 'out' / 'l1_vae_k1.tar') as tar:
         names = set(tar.getnames())
-    assert {'config.json', 'metrics.jsonl', 'eval_test_is_20.json', 'checkpoints/26'} <= names
+    assert {'config.json', 'metrics.jsonl', 'checkpoints/26'} <= names
+    assert {'eval_test_is_20.json', 'eval_test_is_20_per_example.npy'} <= names
     assert not any(n.startswith('checkpoints/13') for n in names)
     # Without $OUT (not on a lent machine) the tars stay inside the carried, ignored folder.
     no_out = {k: v for k, v in env.items() if k != 'OUT'}

@@ -1,4 +1,4 @@
-"""What the four command-line tools share: every problem with their inputs as one line.
+"""What the five command-line tools share: every problem with their inputs as one line.
 
 ``run(main)`` replaces ``absl.app.run``: a bad flag (out of its bounds, malformed, an
 unknown ``--config.*`` field) ends in one ``error: ...`` line and exit status 1 instead

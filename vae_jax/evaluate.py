@@ -3,7 +3,9 @@ r"""Evaluates a trained run: log p(x) estimates, bounds and posterior diagnostic
   python -m vae_jax.evaluate --workdir=DIR [--split=test] [--method=is|iwae|ais]
       [--num_importance_samples=5000] [--report_k=1,10,100,1000,5000] [--batch_size=500]
 
-Prints one JSON line and writes ``DIR/eval_<split>_<method>_<K>.json``.
+Prints one JSON line and writes ``DIR/eval_<split>_<method>_<K>.json``, and beside it
+each example's estimate of log p(x) (``..._per_example.npy``, float64 ``[N]``, in the
+split's order), which ``vae_jax.compare`` pairs with another run's.
 
 * ``is``: importance sampling with the encoder as proposal, K samples per
   example, drawn in chunks with a running logsumexp (memory independent of K).
@@ -113,7 +115,11 @@ def _mcmc_estimate(
         progress=f'{method}, {x.shape[0]} examples',
     )
     mean, se = evaluators.summarize(out['log_px'])
-    result: dict[str, Any] = {'log_likelihood': mean, 'log_likelihood_stderr': se}
+    result: dict[str, Any] = {
+        'log_likelihood': mean,
+        'log_likelihood_stderr': se,
+        'per_example': out['log_px'],
+    }
     if method == 'appendix_d':
         return result
     result['ais_steps'] = ais_steps
@@ -223,7 +229,6 @@ def evaluate_run(
                 batch_size=batch_size,
                 max_chunk=max_chunk,
             )
-            est.pop('per_example')
             result.update(est)
             if method == 'iwae':
                 result['iwae_bound'] = result['log_likelihood']
@@ -264,13 +269,21 @@ def evaluate_run(
                 'active_units_per_layer': per_layer,
                 'active_unit_threshold': diagnostics.ACTIVE_UNIT_THRESHOLD,
             }
+    per_example = np.asarray(result.pop('per_example'), np.float64)
     result['wall_seconds'] = time.perf_counter() - t0
     if write:
         path = os.path.join(workdir, f'eval_{split}_{method}_{num_importance_samples}.json')
+        result['per_example_file'] = os.path.basename(per_example_path(path))
+        np.save(per_example_path(path), per_example)
         with open(path, 'w') as f:
             json.dump(result, f, indent=2)
         result['path'] = path
     return result
+
+
+def per_example_path(results_path: str) -> str:
+    """Where the per-example estimates of ``eval_<split>_<method>_<K>.json`` are saved."""
+    return results_path.removesuffix('.json') + '_per_example.npy'
 
 
 def plot_diagnostics(result: dict[str, Any], path: str) -> None:

@@ -45,7 +45,7 @@ pack() {  # pack WORKDIR TAR (- for stdout): what resuming and recording need, n
   local wd=$1 tar=$2 step
   step=$(latest_checkpoint "$wd")
   local files=(config.json)
-  for f in "$wd"/metrics.jsonl "$wd"/results.json "$wd"/eval_test_is_*.json; do
+  for f in "$wd"/metrics.jsonl "$wd"/results.json "$wd"/eval_test_is_*; do  # .json, _per_example.npy
     [[ -e $f ]] && files+=("$(basename "$f")")
   done
   [[ -n $step ]] && files+=("checkpoints/$step")
