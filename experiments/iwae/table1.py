@@ -246,18 +246,16 @@ def read_records(
                 f'{folder}/{file} records scale {record.get("scale")!r}, not {scale_name!r}: '
                 'one --out folder holds one scale'
             )
-        recorded_init = record.get('init', UNMARKED_RECORDS_INIT)
-        if recorded_init != init:
-            raise ValueError(
-                f'{folder}/{file} records --init={recorded_init}, not '
-                f'--init={init}: one --out folder holds one initialisation'
-            )
-        recorded_seed = record.get('seed', UNMARKED_RECORDS_SEED)
-        if recorded_seed != seed:
-            raise ValueError(
-                f'{folder}/{file} records --seed={recorded_seed}, not --seed={seed}: '
-                'one --out folder holds one seed'
-            )
+        for flag, wanted, unmarked, what in (
+            ('init', init, UNMARKED_RECORDS_INIT, 'initialisation'),
+            ('seed', seed, UNMARKED_RECORDS_SEED, 'seed'),
+        ):
+            recorded = record.get(flag, unmarked)
+            if recorded != wanted:
+                raise ValueError(
+                    f'{folder}/{file} records --{flag}={recorded}, not --{flag}={wanted}: '
+                    f'one --out folder holds one {what}'
+                )
         records[record['model']] = record
     return records
 
