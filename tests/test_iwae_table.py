@@ -99,6 +99,28 @@ def test_a_table_is_every_model_recorded_in_its_folder(tiny_table):
         table1.main(['--scale=tiny', f'--workdir_root={elsewhere}', f'--out={mixed}'])
 
 
+def test_table_only_writes_the_table_from_the_records_and_runs_nothing(tiny_table, capsys):
+    """Records copied in from elsewhere make the table alone: no model of the scale is
+    trained or evaluated, though none has a workdir here."""
+    root, _, rows = tiny_table
+    copied = root / 'copied'
+    shutil.copytree(root / 'out' / 'models', copied / 'models')
+    nowhere = root / 'nowhere'
+    argv = ['--scale=tiny', f'--workdir_root={nowhere}', f'--out={copied}', '--table_only']
+    assert table1.main(argv) == rows and not nowhere.exists()
+    assert (copied / 'table1.csv').read_text() == (root / 'out' / 'table1.csv').read_text()
+    assert (copied / 'table1.md').read_text() == (root / 'out' / 'table1.md').read_text()
+    assert sorted(os.listdir(copied / 'models')) == sorted(os.listdir(root / 'out' / 'models'))
+
+    empty = root / 'empty'
+    with pytest.raises(SystemExit, match=f'--table_only: no model recorded in {empty}'):
+        table1.main(['--scale=tiny', f'--workdir_root={nowhere}', f'--out={empty}', '--table_only'])
+    assert not empty.exists() and not nowhere.exists()
+    with pytest.raises(SystemExit):
+        table1.main([*argv, '--rows=l1_vae_k1'])
+    assert '--table_only writes every model recorded in --out' in capsys.readouterr().err
+
+
 def test_device_script_carries_a_row_out_and_back_where_the_table_records_it(tiny_table, tmp_path):
     """experiments/iwae/device.sh: a row goes out as a tar (config, metrics, its latest
     checkpoint alone, its evaluation) and, unpacked on another machine, is recorded from

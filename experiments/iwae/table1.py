@@ -2,7 +2,7 @@ r"""Burda, Grosse & Salakhutdinov (2016), Table 1 (MNIST): ours beside theirs.
 
   python experiments/iwae/table1.py --scale=paper_div100 [--rows=l1_vae_k1,l1_iwae_k5]
       [--data_dir=../shared/data] [--workdir_root=experiments/iwae/runs] [--out=...]
-      [--init=flax] [--seed=1]
+      [--init=flax] [--seed=1] [--table_only]
 
 Trains every distinct model of the table (the k = 1 rows of VAE and IWAE are one
 model), each through the normal entry point on `configs/paper/iwae/mnist.py`, then
@@ -17,7 +17,9 @@ finished evaluation (`eval_test_is_5000.json` in the workdir) is read, not redon
 Each finished model's numbers are recorded in `--out` (`models/<model>.json`, with its
 IWAE_K curve); the table is every model recorded there, so rows run on different
 machines or days merge into one table by copying their records, and a recorded model
-is not run again (delete its record to redo it from its workdir).
+is not run again (delete its record to redo it from its workdir). `--table_only` writes
+the table from the records alone, training and evaluating nothing (after copying records
+in: without it, every model not yet recorded would start training).
 
 Scales keep every setting of the paper but the length of the schedule:
 `paper` (stage i = 3**i passes, 3,280 passes), `paper_div10` and `paper_div100` (every
@@ -378,9 +380,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help='training seed (config.seed); another seed has workdirs and records of its own',
     )
+    p.add_argument(
+        '--table_only',
+        action='store_true',
+        help='write the table from the models recorded in --out; train and evaluate nothing',
+    )
     args = p.parse_args(argv)
     if args.seed < 0:
         p.error(f'--seed must be >= 0, got {args.seed}')
+    if args.table_only and args.rows:
+        p.error('--table_only writes every model recorded in --out; --rows names models to run')
     if args.out is None:
         name = run_name(args.scale, args.init, args.seed)
         args.out = os.path.join(REPO, 'experiments', 'iwae', name)
@@ -406,9 +415,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(wanted) - set(known))
     if unknown:
         sys.exit(f'error: --rows names {unknown}; known: {sorted(known)}')
-    os.makedirs(records_dir(args.out), exist_ok=True)
     models = read_records(args.out, args.scale, args.init, args.seed)
-    todo = [name for name in known if not wanted or name in wanted]
+    if args.table_only and not models:
+        sys.exit(f'error: --table_only: no model recorded in {records_dir(args.out)}')
+    os.makedirs(records_dir(args.out), exist_ok=True)
+    todo = [] if args.table_only else [name for name in known if not wanted or name in wanted]
     for i, name in enumerate(todo):
         if name in models:
             logging.info('model %s (%d of %d): recorded, not run again', name, i + 1, len(todo))
