@@ -68,8 +68,42 @@ INITS = {
 }
 # Records written before --init existed started from flax's defaults; records written
 # before --seed existed trained from seed 0.
-UNMARKED_RECORDS_INIT = 'flax'
-UNMARKED_RECORDS_SEED = 0
+UNMARKED_RECORD = {'init': 'flax', 'seed': 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """Which run of a model: how its parameters start (``INITS``) and its training seed.
+
+    Each variant has workdirs, records and a table of its own.
+    """
+
+    init: str = 'authors'
+    seed: int = 0
+
+    def folder(self, scale_name: str) -> str:
+        """A scale's folder of models under ``--workdir_root`` (and its default ``--out``)."""
+        name = scale_name if self.init == 'authors' else f'{scale_name}_{self.init}_init'
+        return name if self.seed == 0 else f'{name}_seed{self.seed}'
+
+    def describe(self) -> str:
+        """How the table's caption says it differs from the paper's run ('' if it does not)."""
+        said = ''
+        if self.init != 'authors':
+            said += f", started from {self.init}'s defaults (`--init={self.init}`)"
+        if self.seed != 0:
+            said += f', trained from seed {self.seed} (`--seed={self.seed}`)'
+        return said
+
+    def check(self, record: dict, where: str) -> None:
+        """Raises ValueError unless ``record`` (read from ``where``) is of this variant."""
+        for flag, what in (('init', 'initialisation'), ('seed', 'seed')):
+            recorded, wanted = record.get(flag, UNMARKED_RECORD[flag]), getattr(self, flag)
+            if recorded != wanted:
+                raise ValueError(
+                    f'{where} records --{flag}={recorded}, not --{flag}={wanted}: '
+                    f'one --out folder holds one {what}'
+                )
 
 
 # Table 1 of Burda et al. (2016): test negative log-likelihood (nats, K = 5000) on
@@ -142,15 +176,14 @@ def model_config(
     k: int,
     scale: Scale,
     data_dir: str,
-    init: str = 'authors',
-    seed: int = 0,
+    variant: Variant = Variant(),
 ) -> ml_collections.ConfigDict:
     """`configs/paper/iwae/mnist.py` for one model, its schedule shortened to ``scale``,
-    its parameters started as ``init`` says (``INITS``), trained from ``seed``."""
+    started and seeded as ``variant`` says."""
     config = iwae_mnist.get_config(f'{layers},{objective},{k}')
     config.data_dir = data_dir
-    config.seed = seed
-    config.model.update(INITS[init])
+    config.seed = variant.seed
+    config.model.update(INITS[variant.init])
     steps = config.optimizer.stage_steps
     config.optimizer.stage_steps = max(1, steps // scale.stage_divisor)
     config.optimizer.num_stages = scale.num_stages
@@ -180,8 +213,8 @@ def _epochs(config: ml_collections.ConfigDict) -> float | None:
 def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
     """Trains (or resumes, or skips) one model and evaluates it."""
     name = model_name(layers, objective, k)
-    config = model_config(layers, objective, k, scale, args.data_dir, args.init, args.seed)
-    workdir = os.path.join(args.workdir_root, run_name(args.scale, args.init, args.seed), name)
+    config = model_config(layers, objective, k, scale, args.data_dir, args.variant)
+    workdir = os.path.join(args.workdir_root, args.variant.folder(args.scale), name)
     results = sweep.run_point(config, workdir)
     path = os.path.join(workdir, f'eval_test_is_{scale.num_importance_samples}.json')
     if os.path.exists(path):
@@ -217,20 +250,12 @@ def run_model(layers: int, objective: str, k: int, scale: Scale, args) -> dict:
     }
 
 
-def run_name(scale_name: str, init: str, seed: int = 0) -> str:
-    """The folder of a scale's models under ``--workdir_root`` (and its default ``--out``)."""
-    name = scale_name if init == 'authors' else f'{scale_name}_{init}_init'
-    return name if seed == 0 else f'{name}_seed{seed}'
-
-
 def records_dir(out: str) -> str:
     """Where ``--out`` records each finished model's numbers, one ``<model>.json`` each."""
     return os.path.join(out, 'models')
 
 
-def read_records(
-    out: str, scale_name: str, init: str = 'authors', seed: int = 0
-) -> dict[str, dict]:
+def read_records(out: str, scale_name: str, variant: Variant = Variant()) -> dict[str, dict]:
     """Every model recorded in ``out``, by name.
 
     Raises:
@@ -248,22 +273,13 @@ def read_records(
                 f'{folder}/{file} records scale {record.get("scale")!r}, not {scale_name!r}: '
                 'one --out folder holds one scale'
             )
-        for flag, wanted, unmarked, what in (
-            ('init', init, UNMARKED_RECORDS_INIT, 'initialisation'),
-            ('seed', seed, UNMARKED_RECORDS_SEED, 'seed'),
-        ):
-            recorded = record.get(flag, unmarked)
-            if recorded != wanted:
-                raise ValueError(
-                    f'{folder}/{file} records --{flag}={recorded}, not --{flag}={wanted}: '
-                    f'one --out folder holds one {what}'
-                )
+        variant.check(record, f'{folder}/{file}')
         records[record['model']] = record
     return records
 
 
 def table_rows(
-    models: dict[str, dict], scale_name: str, init: str = 'authors', seed: int = 0
+    models: dict[str, dict], scale_name: str, variant: Variant = Variant()
 ) -> list[dict]:
     """One row per (layers, objective, k) of the paper's table, ours beside theirs."""
     rows = []
@@ -278,8 +294,7 @@ def table_rows(
                 rows.append(
                     {
                         'scale': scale_name,
-                        'init': init,
-                        'seed': seed,
+                        **dataclasses.asdict(variant),
                         'layers': layers,
                         'objective': objective,
                         'k': k,
@@ -302,14 +317,11 @@ def table_rows(
     return rows
 
 
-def markdown(rows: list[dict], scale_name: str, init: str = 'authors', seed: int = 0) -> str:
+def markdown(rows: list[dict], scale_name: str, variant: Variant = Variant()) -> str:
     """The paper's layout: one line per (layers, objective), k = 1, 5, 50 across."""
-    started = '' if init == 'authors' else f", started from {init}'s defaults (`--init={init}`)"
-    if seed != 0:
-        started += f', trained from seed {seed} (`--seed={seed}`)'
     lines = [
         f'Test NLL in nats (ours ± standard error / Burda et al. 2016, Table 1), '
-        f'scale `{scale_name}`{started}',
+        f'scale `{scale_name}`{variant.describe()}',
         '',
         '| layers | objective | k = 1 | k = 5 | k = 50 | active units (k = 1, 5, 50) |',
         '| --- | --- | --- | --- | --- | --- |',
@@ -390,9 +402,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f'--seed must be >= 0, got {args.seed}')
     if args.table_only and args.rows:
         p.error('--table_only writes every model recorded in --out; --rows names models to run')
+    args.variant = Variant(args.init, args.seed)
     if args.out is None:
-        name = run_name(args.scale, args.init, args.seed)
-        args.out = os.path.join(REPO, 'experiments', 'iwae', name)
+        args.out = os.path.join(REPO, 'experiments', 'iwae', args.variant.folder(args.scale))
     return args
 
 
@@ -415,7 +427,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(wanted) - set(known))
     if unknown:
         sys.exit(f'error: --rows names {unknown}; known: {sorted(known)}')
-    models = read_records(args.out, args.scale, args.init, args.seed)
+    models = read_records(args.out, args.scale, args.variant)
     if args.table_only and not models:
         sys.exit(f'error: --table_only: no model recorded in {records_dir(args.out)}')
     os.makedirs(records_dir(args.out), exist_ok=True)
@@ -427,18 +439,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         logging.info('model %s (%d of %d)', name, i + 1, len(todo))
         models[name] = {
             'scale': args.scale,
-            'init': args.init,
-            'seed': args.seed,
+            **dataclasses.asdict(args.variant),
             **run_model(*known[name], scale, args),
         }
         with open(os.path.join(records_dir(args.out), f'{name}.json'), 'w') as f:
             json.dump(models[name], f, indent=2)
-    rows = table_rows(models, args.scale, args.init, args.seed)
+    rows = table_rows(models, args.scale, args.variant)
+    table = markdown(rows, args.scale, args.variant)
     sweep.write_csv(os.path.join(args.out, 'table1.csv'), rows)
     with open(os.path.join(args.out, 'table1.md'), 'w') as f:
-        f.write(markdown(rows, args.scale, args.init, args.seed))
+        f.write(table)
     plot_curves(models, os.path.join(args.out, 'iwae_curves.png'))
-    print(markdown(rows, args.scale, args.init, args.seed))
+    print(table)
     return rows
 
 
