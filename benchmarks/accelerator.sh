@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/accelerator.sh [DATA_DIR]      (default ../shared/data)
 #
-# Prints one JSON line per figure (each names its device); about 5 minutes on one H100.
+# Prints one JSON line per figure (each names its device); 230 s on one H200 (2026-11-26),
+# before paper_settings.py gained seven more Burda et al. models (not yet timed on a GPU).
 # Logs go to $ACCEL_LOG (default /tmp/accelerator.log); $PYTHON picks the interpreter.
 # Record what it prints in benchmarks/README.md with the date and the card.
 set -uo pipefail

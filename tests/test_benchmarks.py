@@ -1,5 +1,6 @@
 """The benchmark scripts run and print what benchmarks/README.md says (figures not checked)."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from helpers import SHARED_DATA
+
+from experiments.iwae import table1
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / 'benchmarks'
 
@@ -81,3 +84,27 @@ def test_paper_settings_prints_a_rate_for_each_run_named():
         assert r['paper_schedule_hours'] == pytest.approx(
             r['paper_steps'] / r['steps_per_sec'] / 3600, 1e-2
         )
+
+
+def _paper_settings_module():
+    path = BENCHMARKS / 'paper_settings.py'
+    spec = importlib.util.spec_from_file_location('paper_settings', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_settings_times_every_table1_model_with_the_tables_settings():
+    bench = _paper_settings_module()
+    timed = {name for name in bench.RUNS if name.startswith('iwae_')}
+    models = table1.all_models()
+    assert timed == {'iwae_' + table1.model_name(*m) for m in models}
+    for layers, objective, k in models:
+        config = bench.RUNS['iwae_' + table1.model_name(layers, objective, k)][0]()
+        table = table1.model_config(layers, objective, k, table1.SCALES['paper'], config.data_dir)
+        for field in ('model', 'optimizer', 'objective', 'num_samples', 'batch_size',
+                      'latent_dim', 'binarization', 'num_steps', 'kl_estimator'):  # fmt: skip
+            assert config[field] == table[field], (layers, objective, k, field)
+    assert bench._expand(['iwae_l2_*k50', 'fig2_z20_aevb', 'nope_*']) == [
+        'iwae_l2_vae_k50', 'iwae_l2_iwae_k50', 'fig2_z20_aevb', 'nope_*'
+    ]  # fmt: skip
