@@ -185,9 +185,12 @@ def test_the_markdown_rounds_each_number_once():
 
 def test_scales_keep_the_paper_settings_but_the_schedule_length():
     paper = table1.model_config(1, 'iwae', 50, table1.SCALES['paper'], '/data')
+    div50 = table1.model_config(1, 'iwae', 50, table1.SCALES['paper_div50'], '/data')
     div100 = table1.model_config(1, 'iwae', 50, table1.SCALES['paper_div100'], '/data')
     assert paper.num_steps == 3280 * 2980 and div100.num_steps == 3280 * 29
-    for config in (paper, div100):
+    # A unit of 2,980 steps (one pass) shortened 50 times rounds down to 59 steps.
+    assert div50.num_steps == 3280 * 59 and div50.optimizer.stage_steps == 59
+    for config in (paper, div50, div100):
         assert (config.batch_size, config.num_samples, config.objective) == (20, 50, 'iwae')
         assert config.optimizer.eps == 1e-4 and config.optimizer.num_stages == 8
         assert config.dataset == 'mnist' and config.valid_size == 400

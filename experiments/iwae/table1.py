@@ -22,8 +22,9 @@ the table from the records alone, training and evaluating nothing (after copying
 in: without it, every model not yet recorded would start training).
 
 Scales keep every setting of the paper but the length of the schedule:
-`paper` (stage i = 3**i passes, 3,280 passes), `paper_div10` and `paper_div100` (every
-stage 10 or 100 times shorter: 328 and 31.9 passes, the same learning rates), and
+`paper` (stage i = 3**i passes, 3,280 passes), `paper_div10`, `paper_div50` and
+`paper_div100` (every stage 10, 50 or 100 times shorter: 328, 64.9 and 31.9 passes, the
+same learning rates), and
 `tiny` (tests: the embedded digits, 3 short stages, a small evaluation).
 
 Every model starts as the authors' code does (`configs/paper/iwae/mnist.py`:
@@ -151,6 +152,8 @@ class Scale:
 SCALES = {
     'paper': Scale(stage_divisor=1),
     'paper_div10': Scale(stage_divisor=10),
+    # Fits one 3-hour session on 2 CPU cores for the one-layer k = 50 models, one per core.
+    'paper_div50': Scale(stage_divisor=50),
     'paper_div100': Scale(stage_divisor=100),
     'tiny': Scale(
         stage_divisor=1490,
