@@ -152,7 +152,7 @@ class Scale:
 SCALES = {
     'paper': Scale(stage_divisor=1),
     'paper_div10': Scale(stage_divisor=10),
-    # Fits one 3-hour session on 2 CPU cores for the one-layer k = 50 models, one per core.
+    # One one-layer k = 50 model fits one 3-hour session on 2 CPU cores (one per core, two do not).
     'paper_div50': Scale(stage_divisor=50),
     'paper_div100': Scale(stage_divisor=100),
     'tiny': Scale(
